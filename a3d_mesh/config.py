@@ -1,0 +1,300 @@
+"""Typed run configuration: one dataclass per component, YAML presets, dot-list overrides.
+
+A preset (``configs/<name>.yaml`` or any YAML path) is a partial nested mapping applied over the
+dataclass defaults; overrides like ``refine.steps=300`` are applied after it. Every key and every
+value is validated against the dataclass types: an unknown key or a mistyped value raises
+:class:`ConfigError` with a one-line message that names the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from a3d_mesh.cameras import CameraConfig
+from a3d_mesh.fields import HashGridConfig
+from a3d_mesh.guidance import SDSConfig
+from a3d_mesh.simplex import CodeSamplingConfig
+
+
+class ConfigError(ValueError):
+    """A preset or override that does not fit the typed configuration (one-line message)."""
+
+
+@dataclass
+class GuidanceConfig:
+    """Where gradients come from: a diffusion prior (SDS) or known target meshes (``images``)."""
+
+    kind: Literal["sds", "images"] = "sds"
+    # Hub id, local diffusers folder, or "tiny" (the bundled random-weight test pipeline).
+    model: str = "stabilityai/stable-diffusion-2-1-base"
+    negative_prompt: str = ""
+    # kind = images: one mesh file per prompt (OBJ/PLY/GLB), in the set's world frame.
+    targets: list[str] = field(default_factory=list)
+    target_weight_mask: float = 1.0
+
+
+@dataclass
+class CoarseConfig:
+    """Stage 1: the latent-conditioned NeRF (volume rendered, low resolution)."""
+
+    steps: int = 5000
+    resolution: int = 64
+    samples_per_ray: int = 64
+    grid: HashGridConfig = field(default_factory=HashGridConfig)
+    hidden: int = 64
+    lr_grid: float = 1e-2
+    lr_mlp: float = 1e-3
+    blob_density: float = 10.0
+    blob_radius: float = 0.5
+    occupancy_resolution: int = 32
+    occupancy_every: int = 16
+    occupancy_threshold: float = 0.01
+    # Orientation loss weight ramps linearly from the first to the second value over `orientation_ramp` steps.
+    orientation_weight: tuple[float, float] = (10.0, 1000.0)
+    orientation_ramp: int = 1000
+    opacity_weight: float = 0.0
+    albedo_only_prob: float = 0.2
+    sds: SDSConfig = field(default_factory=SDSConfig)
+
+
+@dataclass
+class RefineConfig:
+    """Stage 2: the shared DMTet grid, rasterised at high resolution."""
+
+    steps: int = 5000
+    resolution: int = 512
+    tet_resolution: int = 128
+    grid: HashGridConfig = field(default_factory=HashGridConfig)
+    hidden: int = 64
+    lr: float = 1e-2
+    lr_color: float = 1e-3
+    normal_consistency_weight: float = 1e4
+    laplacian_weight: float = 0.0
+    sdf_entropy_weight: float = 0.0
+    # NeRF -> DMTet hand-off: "auto" picks each object's density level from its silhouettes.
+    init_threshold: str = "auto"
+    init_steps: int = 1000
+    init_views: int = 8
+    sds: SDSConfig = field(default_factory=lambda: SDSConfig())
+
+
+@dataclass
+class ExportConfig:
+    formats: list[str] = field(default_factory=lambda: ["glb"])
+    texture_size: int = 1024
+    target_faces: int | None = None
+    height_m: float = 1.0
+    uv_timeout_s: float = 120.0
+
+
+@dataclass
+class PreviewConfig:
+    resolution: int = 256
+    views: int = 4
+    sweep_frames: int = 9
+
+
+@dataclass
+class RunConfig:
+    """Everything one run needs besides the prompts."""
+
+    seed: int = 0
+    device: str = "auto"
+    bound: float = 1.0
+    checkpoint_every: int = 200
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    sampling: CodeSamplingConfig = field(default_factory=CodeSamplingConfig)
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+    coarse: CoarseConfig = field(default_factory=CoarseConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    preview: PreviewConfig = field(default_factory=PreviewConfig)
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation: a small typed merge of plain YAML data into dataclasses.
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError:
+                pass
+        raise ConfigError(f"config key '{key}': {value!r} is not a {_type_name(tp)}")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"config key '{key}': {value!r} is not one of {list(typing.get_args(tp))}")
+        return value
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"config key '{key}': expected a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, key) for v, a in zip(value, args))
+    if origin is list:
+        (a,) = typing.get_args(tp)
+        if isinstance(value, str) and a is str:  # "glb,obj" on the command line
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
+        return [_coerce(v, a, key) for v in value]
+    if hasattr(tp, "from_data"):  # types that define their own data forms (schedule ramps)
+        try:
+            return tp.from_data(value)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"config key '{key}': {e}") from None
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    elif dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}': expected a mapping, got {value!r}")
+        return merge(tp(), value, prefix=key + ".")
+    raise ConfigError(f"config key '{key}': {value!r} is not a {_type_name(tp)}")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def merge(cfg: Any, data: dict[str, Any], prefix: str = "") -> Any:
+    """Return a copy of dataclass ``cfg`` with the nested mapping ``data`` applied and validated."""
+    hints = typing.get_type_hints(type(cfg))
+    names = [f.name for f in dataclasses.fields(cfg)]
+    updates = {}
+    for k, v in data.items():
+        key = prefix + str(k)
+        if k not in names:
+            close = difflib.get_close_matches(str(k), names, n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            raise ConfigError(f"unknown config key '{key}'{hint}")
+        tp = hints[k]
+        if dataclasses.is_dataclass(tp) and isinstance(v, dict) and not hasattr(tp, "from_data"):
+            updates[k] = merge(getattr(cfg, k), v, prefix=key + ".")
+        else:
+            updates[k] = _coerce(v, tp, key)
+    try:
+        return dataclasses.replace(cfg, **updates)
+    except (TypeError, ValueError) as e:  # a component's own __post_init__ checks
+        raise ConfigError(f"config '{prefix.rstrip('.') or 'root'}': {e}") from None
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``'refine.steps=300'`` -> ``{'refine': {'steps': 300}}`` (the value is parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' is not of the form key.path=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override '{text}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    out: dict[str, Any] = {}
+    node = out
+    parts = key.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+    return out
+
+
+def preset_names() -> list[str]:
+    """Names of the bundled presets (``configs/*.yaml``)."""
+    return sorted(p.name[:-5] for p in resources.files("a3d_mesh_configs").iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_preset(preset: str) -> dict[str, Any]:
+    path = Path(preset)
+    if preset.endswith((".yaml", ".yml")) or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"preset file not found: {preset}")
+        text = path.read_text(encoding="utf-8")
+    else:
+        res = resources.files("a3d_mesh_configs") / f"{preset}.yaml"
+        if not res.is_file():
+            raise ConfigError(f"unknown preset '{preset}' (available: {', '.join(preset_names())})")
+        text = res.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"preset '{preset}' is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"preset '{preset}' must be a YAML mapping")
+    return data
+
+
+def load_config(preset: str = "default", overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """The preset applied over the defaults, then each ``key=value`` override, all validated."""
+    cfg = merge(RunConfig(), _read_preset(preset))
+    for o in overrides:
+        cfg = merge(cfg, parse_override(o))
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: RunConfig) -> None:
+    """Range checks the types cannot express."""
+    checks = [
+        (cfg.coarse.steps >= 0 and cfg.refine.steps >= 0, "coarse.steps and refine.steps must be >= 0"),
+        (cfg.coarse.resolution >= 8, "coarse.resolution must be >= 8"),
+        (cfg.refine.resolution >= 8, "refine.resolution must be >= 8"),
+        (8 <= cfg.refine.tet_resolution <= 256, "refine.tet_resolution must be in 8..256"),
+        (cfg.camera.views_per_step >= 1, "camera.views_per_step must be >= 1"),
+        (cfg.checkpoint_every >= 1, "checkpoint_every must be >= 1"),
+        (abs(cfg.sampling.p_corner_i + cfg.sampling.p_corner_j + cfg.sampling.p_interior - 1) < 1e-6,
+         "sampling probabilities must sum to 1"),
+        (cfg.bound > 0, "bound must be > 0"),
+        (cfg.export.texture_size >= 16, "export.texture_size must be >= 16"),
+        (cfg.device in ("auto", "cpu") or cfg.device.startswith("cuda"), "device must be auto, cpu or cuda[:N]"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise ConfigError(msg)
+    fmts = {"glb", "obj", "fbx", "usdz"}
+    bad = [f for f in cfg.export.formats if f not in fmts]
+    if bad:
+        raise ConfigError(f"export.formats: unknown format '{bad[0]}' (known: {', '.join(sorted(fmts))})")
+
+
+def to_dict(cfg: Any) -> Any:
+    """Plain YAML-ready data (tuples become lists)."""
+    if hasattr(cfg, "to_data"):
+        return cfg.to_data()
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, (list, tuple)):
+        return [to_dict(v) for v in cfg]
+    return cfg
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
