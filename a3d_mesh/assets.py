@@ -1,0 +1,178 @@
+"""A trained set read back from its run folder, and everything made from it: previews, exports, manifest.
+
+Data flows one way: this module reads ``config.yaml``, ``prompts.txt`` and
+``checkpoints/refine.pt`` (never a live trainer), evaluates the shared model at codes, and hands
+plain meshes and colour functions to :mod:`a3d_mesh.export`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from a3d_mesh import __version__
+from a3d_mesh.cameras import orbit_cameras
+from a3d_mesh.config import ConfigError, RunConfig, load_config
+from a3d_mesh.export import export_asset, set_transform
+from a3d_mesh.export.atomic import atomic_write_text
+from a3d_mesh.fields import NeRFField
+from a3d_mesh.geometry import DMTetField
+from a3d_mesh.prompts import PromptSet, load_prompts
+from a3d_mesh.render.shading import render_mesh
+from a3d_mesh.simplex import corner, sweep
+from a3d_mesh.train.loop import load_checkpoint
+from a3d_mesh.train.previews import headlight, labelled_grid, row, save_gif, save_png
+
+Code = torch.Tensor | Callable[[torch.Tensor], torch.Tensor]  # [K] or u(x): points [N,3] -> [N,K]
+
+
+class RunError(RuntimeError):
+    """A run folder that cannot be used (one-line message)."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device '{name}' asked for, but this torch has no CUDA device (use device=cpu)")
+    return torch.device(name)
+
+
+@dataclass
+class TrainedSet:
+    """The shared model of a finished (or checkpointed) refine stage."""
+
+    cfg: RunConfig
+    prompts: PromptSet
+    dmtet: DMTetField
+    color: NeRFField
+    device: torch.device
+
+    @property
+    def n(self) -> int:
+        return len(self.prompts)
+
+    def code(self, k: int) -> torch.Tensor:
+        return corner(k, self.n, self.device)
+
+    @torch.no_grad()
+    def mesh(self, u: Code) -> tuple[torch.Tensor, torch.Tensor]:
+        """World-frame mesh (verts [V,3], faces [F,3]) at a code [K] or a code field u(x)."""
+        return self.dmtet.extract(u)
+
+    def color_fn(self, u: Code) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Albedo at world points [N,3] -> [N,3] for a code or code field."""
+
+        @torch.no_grad()
+        def fn(p: torch.Tensor) -> torch.Tensor:
+            p = p.to(self.device, torch.float32)
+            code = u(p) if callable(u) else u
+            return self.color(p, code)[1]
+
+        return fn
+
+    @classmethod
+    def load(cls, run_dir: Path, device: str | None = None) -> "TrainedSet":
+        run_dir = Path(run_dir)
+        ckpt = run_dir / "checkpoints" / "refine.pt"
+        for need in (run_dir / "config.yaml", run_dir / "prompts.txt", ckpt):
+            if not need.exists():
+                raise RunError(f"{run_dir} is not a trained run (missing {need.relative_to(run_dir)})")
+        cfg = load_config(str(run_dir / "config.yaml"))
+        prompts = load_prompts(run_dir / "prompts.txt", cfg.guidance.negative_prompt)
+        dev = resolve_device(device or cfg.device)
+        n = len(prompts)
+        torch.manual_seed(0)
+        dmtet = DMTetField(n, cfg.refine.tet_resolution, cfg.refine.grid, hidden=cfg.refine.hidden, bound=cfg.bound)
+        color = NeRFField(n, cfg.coarse.grid, hidden=cfg.coarse.hidden, bound=cfg.bound,
+                          blob_density=cfg.coarse.blob_density, blob_radius=cfg.coarse.blob_radius)
+        state = load_checkpoint(ckpt)["stage"]
+        dmtet.load_state_dict(state["dmtet"])
+        color.load_state_dict(state["color"])
+        return cls(cfg, prompts, dmtet.to(dev).eval(), color.to(dev).eval(), dev)
+
+
+def render_views(ts: TrainedSet, u: Code, n_views: int, resolution: int) -> torch.Tensor:
+    """Shaded turnaround [n_views,H,W,3] of the mesh at ``u``."""
+    cams = orbit_cameras(ts.cfg.camera, n_views, start_azimuth=30.0)
+    v, f = ts.mesh(u)
+    if f.shape[0] == 0:
+        return torch.ones(n_views, resolution, resolution, 3)
+    with torch.no_grad():
+        out = render_mesh(v, f, cams, resolution, color_fn=ts.color_fn(u), light_dir=headlight(cams), background=1.0)
+    return out.rgb.cpu()
+
+
+def write_previews(ts: TrainedSet, out_dir: Path) -> list[str]:
+    """``<name>.png`` turnarounds, ``set.png`` (side by side) and ``transition_<a>_<b>.gif`` sweeps."""
+    p = ts.cfg.preview
+    files: list[str] = []
+    strips = []
+    for k, name in enumerate(ts.prompts.names):
+        strip = row(render_views(ts, ts.code(k), p.views, p.resolution))
+        strips.append(strip)
+        files.append(str(save_png(out_dir / f"{name}.png", strip).name))
+    labels = [f"{n}: {pr}" for n, pr in zip(ts.prompts.names, ts.prompts.prompts)]
+    files.append(str(save_png(out_dir / "set.png", labelled_grid(strips, labels)).name))
+    pairs = list(itertools.combinations(range(ts.n), 2))
+    for i, j in pairs[: max(ts.n, 3)]:  # all pairs for small sets, a chain's worth for large ones
+        frames = [render_views(ts, u.to(ts.device), 1, p.resolution)[0] for u in sweep(i, j, ts.n, p.sweep_frames)]
+        name = f"transition_{ts.prompts.names[i]}_{ts.prompts.names[j]}.gif"
+        files.append(str(save_gif(out_dir / name, frames).name))
+    return files
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def export_set(ts: TrainedSet, out_dir: Path, formats: list[str] | None = None, texture_size: int | None = None,
+               target_faces: int | None = None, extra: list[tuple[str, Code, dict[str, Any]]] = (),
+               log: Callable[[str], None] = lambda s: None) -> list[dict[str, Any]]:
+    """Export every object (and every ``extra`` (name, code, info) asset, e.g. hybrids) with one
+    shared transform; returns manifest records."""
+    e = ts.cfg.export
+    formats = formats or e.formats
+    items: list[tuple[str, Code, dict[str, Any]]] = [
+        (name, ts.code(k), {"kind": "object", "prompt": ts.prompts.prompts[k],
+                            "negative_prompt": ts.prompts.negatives[k], "code": ts.code(k).tolist()})
+        for k, name in enumerate(ts.prompts.names)
+    ] + list(extra)
+    meshes = {name: ts.mesh(u) for name, u, _ in items}
+    empty = [n for n, (_, f) in meshes.items() if f.shape[0] == 0]
+    if empty:
+        raise RunError(f"asset '{empty[0]}' has an empty surface; nothing to export (train longer or check the prompts)")
+    transform = set_transform([v.cpu().numpy() for v, _ in meshes.values()], height_m=e.height_m)
+    records = []
+    for name, u, info in items:
+        v, f = meshes[name]
+        log(f"[export] {name}: {f.shape[0]} faces -> {', '.join(formats)}")
+        rec = export_asset(name, v.cpu(), f.cpu(), ts.color_fn(u), out_dir, formats=formats,
+                           texture_size=texture_size or e.texture_size, target_faces=target_faces or e.target_faces,
+                           transform=transform, uv_timeout_s=e.uv_timeout_s)
+        records.append({**info, **rec})
+    return records
+
+
+def write_manifest(run_dir: Path, ts: TrainedSet, assets: list[dict[str, Any]], previews: list[str]) -> Path:
+    """``manifest.json``: every asset (name, prompt, code, files, counts, sha256) and the previews."""
+    manifest = {
+        "a3d_mesh_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "prompts": [{"name": n, "prompt": p} for n, p in zip(ts.prompts.names, ts.prompts.prompts)],
+        "guidance_model": ts.cfg.guidance.model if ts.cfg.guidance.kind == "sds" else "images",
+        "assets": assets,
+        "previews": [f"previews/{p}" for p in previews],
+    }
+    return atomic_write_text(run_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")

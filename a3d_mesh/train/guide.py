@@ -1,0 +1,129 @@
+"""What a training step's renders are scored against: a diffusion prior or known target meshes.
+
+Both stages hand a :class:`StepRender` to a *guide* and get back a scalar loss plus log values.
+``SDSGuide`` wraps :class:`a3d_mesh.guidance.SDSGuidance` (score distillation at the step's code
+u, against tau(u)); ``ImageTargetGuide`` is the supported ``guidance: images`` option: a
+multi-view image loss against renders of one known mesh per object, applied at the corners of the
+simplex (interior codes get no image loss: they are what the shared, low-capacity model makes of
+the corners). It is what the known-targets tests and the editing use build on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from a3d_mesh.cameras import Cameras
+from a3d_mesh.prompts import PromptSet
+from a3d_mesh.render.shading import render_mesh
+from a3d_mesh.simplex import CodeSample
+
+
+@dataclass
+class StepRender:
+    """One step's renders (top-row-first): rgb [B,H,W,3], mask [B,H,W,1] (opacity), the background
+    they were composited on [B,H,W,3], and how they were made."""
+
+    rgb: torch.Tensor
+    mask: torch.Tensor
+    background: torch.Tensor
+    code: CodeSample
+    cams: Cameras
+    light: torch.Tensor | None
+    progress: float
+
+
+class Guide(Protocol):
+    #: True when renders must use a flat random background instead of the learned one.
+    flat_background: bool
+
+    def __call__(self, r: StepRender, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]: ...
+
+
+class SDSGuide:
+    """Score distillation from a diffusers prior (see :mod:`a3d_mesh.guidance`)."""
+
+    flat_background = False
+
+    def __init__(self, sds: object) -> None:
+        self.sds = sds
+
+    def __call__(self, r: StepRender, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        out = self.sds(r.rgb, r.code.u.to(r.rgb.device), r.progress, generator=generator)
+        return out.loss, {"sds": float(out.loss.detach()), "grad": float(out.grad_norm)}
+
+
+# Distinct flat albedos for target meshes without colours of their own.
+_PALETTE = [(0.85, 0.35, 0.25), (0.25, 0.55, 0.85), (0.35, 0.75, 0.35), (0.85, 0.75, 0.25),
+            (0.65, 0.35, 0.75), (0.25, 0.75, 0.75)]
+
+
+def load_mesh(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read a mesh file (OBJ, PLY, GLB/GLTF, STL) as (verts [V,3] float32, faces [F,3] int64).
+
+    Multi-part scenes are concatenated in their world placement. Raises ValueError (one line).
+    """
+    import trimesh
+
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"mesh file not found: {p}")
+    try:
+        loaded = trimesh.load(p, force="mesh", process=False)
+    except Exception as e:  # trimesh raises many types for unreadable files
+        raise ValueError(f"cannot read mesh {p}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    if not isinstance(loaded, trimesh.Trimesh) or len(loaded.faces) == 0:
+        raise ValueError(f"mesh {p} has no triangles")
+    v = np.asarray(loaded.vertices, dtype=np.float32)
+    f = np.asarray(loaded.faces, dtype=np.int64)
+    if not np.isfinite(v).all():
+        raise ValueError(f"mesh {p} has non-finite vertex coordinates")
+    return torch.from_numpy(v), torch.from_numpy(f)
+
+
+class ImageTargetGuide:
+    """``guidance: images``: match renders of known meshes (one per object) at the set's corners.
+
+    Loss at a corner code: ``mse(rgb, target_rgb) + mask_weight * mse(mask, target_mask)``, both
+    rendered from the same cameras, light and flat background, so silhouettes get gradients
+    through antialiasing (mesh stage) or opacity (NeRF stage).
+    """
+
+    flat_background = True
+
+    def __init__(self, meshes: list[tuple[torch.Tensor, torch.Tensor]], mask_weight: float = 1.0,
+                 colors: list[tuple[float, float, float]] | None = None) -> None:
+        self.meshes = meshes
+        self.mask_weight = mask_weight
+        self.colors = colors or [_PALETTE[k % len(_PALETTE)] for k in range(len(meshes))]
+
+    @classmethod
+    def from_files(cls, paths: list[str], prompts: PromptSet, mask_weight: float = 1.0) -> "ImageTargetGuide":
+        if len(paths) != len(prompts):
+            raise ValueError(f"guidance.targets lists {len(paths)} meshes for {len(prompts)} prompts; give one per prompt")
+        return cls([load_mesh(p) for p in paths], mask_weight)
+
+    def target(self, k: int, cams: Cameras, resolution: int, light: torch.Tensor | None,
+               background: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Target rgb [B,H,W,3] and mask [B,H,W,1] of object k."""
+        v, f = self.meshes[k]
+        dev = background.device
+        col = torch.tensor(self.colors[k], device=dev)
+        with torch.no_grad():
+            out = render_mesh(v.to(dev), f.to(dev), cams, resolution, color_fn=lambda p: col.expand(p.shape[0], 3),
+                              light_dir=light, background=background)
+        return out.rgb, out.mask
+
+    def __call__(self, r: StepRender, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        code = r.code
+        if code.a not in (0.0, 1.0):
+            return r.rgb.sum() * 0.0, {"img": 0.0}
+        k = code.i if code.a == 1.0 else code.j
+        t_rgb, t_mask = self.target(k, r.cams, r.rgb.shape[1], r.light, r.background)
+        loss = F.mse_loss(r.rgb, t_rgb) + self.mask_weight * F.mse_loss(r.mask, t_mask)
+        return loss, {"img": float(loss.detach())}

@@ -1,0 +1,183 @@
+"""``a3d-mesh``: the command-line tool. Parses flags, calls the library, turns errors into one line.
+
+Exit codes: 0 success, 1 a failure while working (model, export, disk), 2 bad input (prompt file,
+flags, config, run folder), 130 interrupted (a checkpoint was written; ``--resume`` continues).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import sys
+from pathlib import Path
+from typing import Callable, List, Optional, TypeVar
+
+import typer
+
+from a3d_mesh import __version__
+
+app = typer.Typer(
+    name="a3d-mesh",
+    help="Sets of structurally aligned, UV-textured 3D assets from text prompts (A3D, carried to meshes).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+T = TypeVar("T")
+
+
+def fail(message: str, code: int) -> None:
+    typer.echo(f"a3d-mesh: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def guarded(fn: Callable[[], T]) -> T:
+    """Run ``fn`` and map every expected failure to a one-line message and an exit code."""
+    from a3d_mesh.assets import RunError
+    from a3d_mesh.config import ConfigError
+    from a3d_mesh.export import ExportError
+    from a3d_mesh.guidance import GuidanceModelError
+    from a3d_mesh.prompts import PromptError
+    from a3d_mesh.train.loop import Interrupted
+
+    try:
+        return fn()
+    except (PromptError, ConfigError, RunError) as e:
+        fail(str(e), 2)
+    except GuidanceModelError as e:
+        fail(str(e), 1)
+    except ExportError as e:
+        fail(f"export failed: {e}", 1)
+    except Interrupted as e:
+        typer.echo(f"\na3d-mesh: interrupted after step {e.step}; checkpoint saved. Continue with --resume.", err=True)
+        raise typer.Exit(130)
+    except KeyboardInterrupt:
+        typer.echo("\na3d-mesh: interrupted", err=True)
+        raise typer.Exit(130)
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            fail(f"no space left on device{f' writing {e.filename}' if e.filename else ''}; earlier results are intact", 1)
+        fail(f"{e.strerror or e}{f': {e.filename}' if e.filename else ''}", 1)
+    raise AssertionError("unreachable")
+
+
+@app.command()
+def run(
+    prompts: Path = typer.Argument(..., help="Prompt file: one prompt per line, optional 'name: prompt', '#' comments."),
+    preset: str = typer.Option("default", "--preset", "-p", help="Preset name (configs/*.yaml) or a YAML file."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder [default: runs/<prompt file name>]."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (overrides the preset's)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="Config overrides, e.g. refine.steps=300 export.formats=glb,obj"),
+) -> None:
+    """Generate an aligned set: one textured mesh per prompt, previews and a manifest.
+
+    Examples:
+
+      a3d-mesh run examples/animals.txt --preset tiny
+
+      a3d-mesh run pets.txt --preset default --out runs/pets refine.steps=3000
+
+      a3d-mesh run pets.txt --out runs/pets --resume
+    """
+    from a3d_mesh.config import load_config
+    from a3d_mesh.prompts import load_prompts
+    from a3d_mesh.train.loop import Progress
+    from a3d_mesh.train.pipeline import run as run_pipeline
+
+    def go() -> Path:
+        run_dir = out or Path("runs") / prompts.stem
+        progress = Progress(quiet=quiet)
+        if resume:
+            if overrides or seed is not None:
+                from a3d_mesh.config import ConfigError
+                raise ConfigError("--resume continues with the run's saved config.yaml; drop the overrides and --seed")
+            return run_pipeline(run_dir, load_prompts(prompts), resume=True, progress=progress)
+        extra = list(overrides or []) + ([f"seed={seed}"] if seed is not None else [])
+        cfg = load_config(preset, extra)
+        pset = load_prompts(prompts, cfg.guidance.negative_prompt)
+        return run_pipeline(run_dir, pset, cfg, progress=progress)
+
+    manifest = guarded(go)
+    if not quiet:
+        typer.echo(str(manifest))
+
+
+@app.command("export")
+def export_cmd(
+    run_dir: Path = typer.Argument(..., help="A run folder with checkpoints/refine.pt."),
+    formats: str = typer.Option("glb", "--format", "-f", help="Comma-separated: glb, obj, fbx, usdz."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder [default: RUN_DIR/export]."),
+    faces: Optional[int] = typer.Option(None, "--faces", min=4, help="Decimate each asset to at most N faces."),
+    texture_size: Optional[int] = typer.Option(None, "--texture-size", min=16, help="Texture width/height in pixels."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Export (again) every asset of a run, e.g. in other formats or sizes, and update the manifest.
+
+    Example: a3d-mesh export runs/pets --format glb,obj --faces 20000 --texture-size 2048
+    """
+    from a3d_mesh.assets import TrainedSet, export_set, write_manifest
+    from a3d_mesh.config import ConfigError
+    from a3d_mesh.train.loop import Progress
+
+    def go() -> Path:
+        fmts = [f.strip().lower() for f in formats.split(",") if f.strip()]
+        known = {"glb", "obj", "fbx", "usdz"}
+        bad = [f for f in fmts if f not in known]
+        if not fmts or bad:
+            raise ConfigError(f"--format: unknown format '{bad[0] if bad else formats}' (known: {', '.join(sorted(known))})")
+        ts = TrainedSet.load(run_dir)
+        progress = Progress(quiet=quiet)
+        target = out or run_dir / "export"
+        assets = export_set(ts, target, fmts, texture_size, faces, log=progress.message)
+        previews = json.loads((run_dir / "manifest.json").read_text())["previews"] if (run_dir / "manifest.json").exists() else []
+        base = run_dir if out is None else target
+        return write_manifest(base, ts, assets, [p.removeprefix("previews/") for p in previews])
+
+    manifest = guarded(go)
+    if not quiet:
+        typer.echo(str(manifest))
+
+
+@app.command()
+def info() -> None:
+    """Show versions, which backends are active on this machine, and the presets."""
+    import torch
+
+    from a3d_mesh.config import preset_names
+    from a3d_mesh.render import available_backends
+
+    lines = [
+        f"a3d-mesh {__version__}",
+        f"python {sys.version.split()[0]}, torch {torch.__version__}, CUDA available: {torch.cuda.is_available()}",
+        f"rasteriser backends: {', '.join(available_backends())}",
+        f"hash grid: {'tinycudann' if _importable('tinycudann') else 'torch (tinycudann not installed)'}",
+        f"marching tets: {'kaolin' if _importable('kaolin') else 'torch (kaolin not installed)'}",
+        f"presets: {', '.join(preset_names())}",
+    ]
+    typer.echo("\n".join(lines))
+
+
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"a3d-mesh {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=version_callback, is_eager=True,
+                                      help="Print the version and exit.")) -> None:
+    """a3d-mesh: text prompts in, structurally aligned game-ready meshes out."""
+
+
+if __name__ == "__main__":
+    app()
