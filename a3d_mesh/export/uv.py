@@ -1,0 +1,178 @@
+"""UV atlas generation: xatlas in a child process with a time limit, and fallbacks.
+
+xatlas is known to crash the whole process on some clean high-resolution meshes, so it never
+runs in-process: a crash, a timeout or garbage output costs one child process and falls back to
+(1) decimating the mesh and retrying xatlas, then (2) a simple per-triangle atlas that cannot fail.
+
+UV convention: ``uv`` in [0, 1]^2 with v pointing up, i.e. v = 0 is the *bottom* row of the
+texture image (OBJ / OpenGL convention). Writers that use top-left origins (glTF) flip v.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .cleanup import decimate, validate_mesh
+from .frame import ArrayLike
+
+CHILD_SCRIPT = Path(__file__).with_name("xatlas_child.py")
+
+
+@dataclass
+class UVResult:
+    """A UV-unwrapped mesh, vertices split along UV seams.
+
+    Attributes:
+        verts: ``[V',3]`` float32, world frame, ``source_verts[vmapping]``.
+        faces: ``[F',3]`` int64 into ``verts`` / ``uv``.
+        uv: ``[V',2]`` float32 in [0, 1], v up (v = 0 is the bottom image row).
+        vmapping: ``[V']`` int64, the ``source_verts`` row each split vertex copies.
+        source_verts: ``[Vs,3]`` float32, the welded mesh that was unwrapped (the input, or its
+            decimation when xatlas had to be retried); use it for smooth normals across seams.
+        source_faces: ``[F',3]`` int64 into ``source_verts``, same face order as ``faces``.
+        method: ``"xatlas"``, ``"xatlas-decimated"`` or ``"per-triangle"``.
+        attempts: one line per failed attempt (why it fell back), empty when xatlas just worked.
+    """
+
+    verts: np.ndarray
+    faces: np.ndarray
+    uv: np.ndarray
+    vmapping: np.ndarray
+    source_verts: np.ndarray
+    source_faces: np.ndarray
+    method: str
+    attempts: list[str] = field(default_factory=list)
+
+
+def child_command(job: Path, result: Path) -> list[str]:
+    """The command line that runs xatlas on ``job`` and writes ``result`` (tests swap it)."""
+    return [sys.executable, str(CHILD_SCRIPT), str(job), str(result)]
+
+
+def _check_result(vmapping: np.ndarray, faces: np.ndarray, uv: np.ndarray, n_src: int, n_faces: int) -> None:
+    """Reject malformed child output rather than writing a broken asset."""
+    if faces.shape != (n_faces, 3):
+        raise ValueError(f"xatlas returned {faces.shape[0]} faces for {n_faces}")
+    if uv.ndim != 2 or uv.shape[1] != 2 or uv.shape[0] != vmapping.shape[0]:
+        raise ValueError("xatlas returned inconsistent uv / vmapping shapes")
+    if vmapping.size == 0 or vmapping.max() >= n_src or faces.max() >= uv.shape[0]:
+        raise ValueError("xatlas returned out-of-range indices")
+    if not np.isfinite(uv).all() or uv.min() < -1e-4 or uv.max() > 1 + 1e-4:
+        raise ValueError("xatlas returned uvs outside [0, 1]")
+
+
+def surface_area(verts: np.ndarray, faces: np.ndarray) -> float:
+    """Total area of a triangle mesh (world units squared)."""
+    v = verts.astype(np.float64)
+    cross = np.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]])
+    return float(0.5 * np.linalg.norm(cross, axis=1).sum())
+
+
+def xatlas_in_child(
+    verts: np.ndarray, faces: np.ndarray, timeout_s: float, resolution: int, padding: int, chart_frac: float = 0.01
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run xatlas in a child process; return ``(vmapping int64, faces int64, uv float32)``.
+
+    ``chart_frac`` caps each chart's area at that fraction of the mesh's surface (0: no cap).
+
+    Raises:
+        RuntimeError: the child crashed, was killed, timed out or returned malformed output
+            (the message says which).
+    """
+    with tempfile.TemporaryDirectory(prefix="a3d-xatlas-") as tmp:
+        job, result = Path(tmp) / "job.npz", Path(tmp) / "result.npz"
+        np.savez(job, verts=verts.astype(np.float32), faces=faces.astype(np.uint32),
+                 resolution=np.int64(resolution), padding=np.int64(padding),
+                 max_chart_area=np.float64(chart_frac * surface_area(verts, faces)))
+        try:
+            proc = subprocess.run(child_command(job, result), capture_output=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            # subprocess.run has already killed and reaped the child.
+            raise RuntimeError(f"xatlas timed out after {timeout_s:g} s") from None
+        if proc.returncode != 0:
+            tail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
+            raise RuntimeError(f"xatlas child exited with code {proc.returncode} {tail[0][:200]}".strip())
+        try:
+            with np.load(result) as r:
+                vm, fo, uv = r["vmapping"].astype(np.int64), r["faces"].astype(np.int64), r["uv"].astype(np.float32)
+        except (OSError, KeyError, ValueError) as exc:
+            raise RuntimeError(f"xatlas child wrote no readable result ({exc})") from None
+    try:
+        _check_result(vm, fo, uv, verts.shape[0], faces.shape[0])
+    except ValueError as exc:
+        raise RuntimeError(str(exc)) from None
+    return vm, fo, np.clip(uv, 0.0, 1.0)
+
+
+def per_triangle_atlas(faces: np.ndarray, resolution: int, padding: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A fallback atlas that cannot fail: two triangles per square cell of a regular grid.
+
+    Each face gets its own three UV vertices. In each cell the first face takes the lower-left
+    half and the second the upper-right half, both shrunk by ``padding`` texels so bilinear
+    lookups and dilation do not mix neighbours.
+
+    Returns: ``(vmapping [3F] int64, faces [F,3] int64, uv [3F,2] float32)``.
+    """
+    n = faces.shape[0]
+    grid = max(1, math.ceil(math.sqrt(math.ceil(n / 2))))
+    s = 1.0 / grid
+    p = min(padding / resolution, s / 8)  # tiny cells on huge meshes: keep triangles non-empty
+    lower = np.array([[p, p], [s - 3 * p, p], [p, s - 3 * p]])
+    upper = np.array([[s - p, s - p], [3 * p, s - p], [s - p, 3 * p]])
+    idx = np.arange(n)
+    cell = idx // 2
+    origin = np.stack([(cell % grid) * s, (cell // grid) * s], axis=1)  # [F,2]
+    local = np.where((idx % 2 == 0)[:, None, None], lower[None], upper[None])  # [F,3,2]
+    uv = (origin[:, None, :] + local).reshape(-1, 2).astype(np.float32)
+    return faces.reshape(-1).astype(np.int64), np.arange(3 * n, dtype=np.int64).reshape(n, 3), uv
+
+
+def unwrap(
+    verts: ArrayLike,
+    faces: ArrayLike,
+    timeout_s: float = 120.0,
+    texture_size: int = 1024,
+    padding: int = 4,
+    retry_faces: int = 50_000,
+    chart_frac: float = 0.01,
+) -> UVResult:
+    """UV-unwrap a (cleaned) world-frame mesh; never crashes the calling process.
+
+    Order of attempts: xatlas on the mesh; on crash/timeout/bad output, xatlas on the mesh
+    decimated to ``min(retry_faces, F // 2)`` faces; then :func:`per_triangle_atlas` on the input.
+
+    Args:
+        verts: ``[V,3]`` float world-frame vertices.
+        faces: ``[F,3]`` int faces.
+        timeout_s: wall-clock limit per xatlas attempt.
+        texture_size: texture resolution the atlas is packed for (sets the gutter in texels).
+        padding: gutter between charts in texels.
+        retry_faces: face budget of the decimated retry.
+        chart_frac: largest chart area as a fraction of the surface (0: unbounded, slower).
+    """
+    v, f = validate_mesh(verts, faces)
+    v = v.astype(np.float32)
+    attempts: list[str] = []
+    try:
+        vm, fo, uv = xatlas_in_child(v, f, timeout_s, texture_size, padding, chart_frac)
+        return UVResult(v[vm], fo, uv, vm, v, f, "xatlas", attempts)
+    except RuntimeError as exc:
+        attempts.append(f"xatlas: {exc}")
+    target = min(retry_faces, f.shape[0] // 2)
+    if target >= 4:
+        # A coarser mesh avoids most xatlas crashes and is far faster to chart and pack.
+        dv, df = decimate(v, f, target)
+        try:
+            vm, fo, uv = xatlas_in_child(dv, df, timeout_s, texture_size, padding, chart_frac)
+            return UVResult(dv[vm], fo, uv, vm, dv, df, "xatlas-decimated", attempts)
+        except RuntimeError as exc:
+            attempts.append(f"xatlas-decimated: {exc}")
+    vm, fo, uv = per_triangle_atlas(f, texture_size, padding)
+    return UVResult(v[vm], fo, uv, vm, v, f, "per-triangle", attempts)

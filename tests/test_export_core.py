@@ -1,0 +1,199 @@
+"""Export foundations: set transform, atomic writes, mesh cleanup, UV atlas and its crash paths."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import trimesh
+
+from a3d_mesh.export import ExportError, SetTransform, clean_mesh, set_transform, unwrap
+from a3d_mesh.export import uv as uv_mod
+from a3d_mesh.export.atomic import atomic_path, atomic_write_bytes
+from a3d_mesh.export.uv import per_triangle_atlas
+
+
+def sphere(subdiv: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    m = trimesh.creation.icosphere(subdivisions=subdiv, radius=0.5)
+    return np.asarray(m.vertices, np.float32), np.asarray(m.faces, np.int64)
+
+
+# ---------------------------------------------------------------- set transform
+def test_set_transform_shares_scale_ground_and_axis() -> None:
+    a = np.array([[0.3, -0.5, 0.1], [0.5, 0.3, -0.2], [0.0, 0.0, 0.0]])
+    b = np.array([[-0.4, -0.4, 0.0], [-0.2, 0.6, 0.3]])
+    t = set_transform([a, b, np.zeros((0, 3))], height_m=2.0)
+    scale = 2.0 / 1.1  # union spans y in [-0.5, 0.6]
+    assert t.scale == pytest.approx(scale)
+    ta, tb = t.apply(a), t.apply(b)
+    assert min(ta[:, 1].min(), tb[:, 1].min()) == pytest.approx(0.0, abs=1e-6)
+    assert max(ta[:, 1].max(), tb[:, 1].max()) == pytest.approx(2.0, abs=1e-5)
+    # b's lowest point is above a's: it keeps its gap instead of being dropped to the floor.
+    assert tb[:, 1].min() == pytest.approx(0.1 * scale, abs=1e-5)
+    # The shared vertical axis x = z = 0 stays put (no per-object bbox centring).
+    np.testing.assert_allclose(ta[2, [0, 2]], 0.0, atol=1e-7)
+    np.testing.assert_allclose(ta[0] - tb[0], scale * (a[0] - b[0]), atol=1e-5)
+    assert SetTransform.from_dict(t.to_dict()) == t
+
+
+@pytest.mark.parametrize("arrays", [[np.zeros((0, 3))], [np.array([[0.0, 1.0, 0.0], [1.0, 1.0, 0.0]])]])
+def test_set_transform_rejects_empty_or_flat_sets(arrays: list[np.ndarray]) -> None:
+    with pytest.raises(ExportError):
+        set_transform(arrays)
+
+
+# ---------------------------------------------------------------- atomic writes
+def test_atomic_write_replaces_and_failure_keeps_old_file(tmp_path) -> None:
+    dest = tmp_path / "a.bin"
+    atomic_write_bytes(dest, b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(dest) as tmp:
+            tmp.write_bytes(b"half-writ")
+            raise RuntimeError("writer crashed")
+    assert dest.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]  # no temp file left behind
+    atomic_write_bytes(dest, b"new")
+    assert dest.read_bytes() == b"new"
+
+
+def test_atomic_path_rejects_writer_that_wrote_nothing(tmp_path) -> None:
+    with pytest.raises(OSError):
+        with atomic_path(tmp_path / "x.glb"):
+            pass
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- cleanup
+def dirty_sphere() -> tuple[np.ndarray, np.ndarray]:
+    """A sphere plus far debris, a repeated-index face, a zero-area face and a non-manifold fin.
+
+    The zero-area face uses exactly representable collinear points: MeshLab's null-face test is
+    an exact zero-area test.
+    """
+    v, f = sphere(3)
+    a, b = f[0, 0], f[0, 1]
+    n = v.shape[0]
+    debris = np.array([[3, 3, 3], [3.01, 3, 3], [3, 3.01, 3], [3, 3, 3.01]], np.float32)
+    line = [[2.0, 0, 0], [2.5, 0, 0], [3.0, 0, 0]]
+    extra_v = np.concatenate([debris, line, [v[a] * 1.5], [v[5]]]).astype(np.float32)
+    fin, dup = n + 7, n + 8
+    extra_f = np.array([
+        [n, n + 2, n + 1], [n, n + 1, n + 3], [n, n + 3, n + 2], [n + 1, n + 2, n + 3],  # debris
+        [a, a, b],  # repeated index
+        [n + 4, n + 5, n + 6],  # zero area (collinear)
+        [b, a, fin],  # third face on edge a-b: non-manifold fin
+    ])
+    f2 = f.copy()
+    f2[f2 == 5] = dup  # one vertex duplicated at the same position: must be welded back
+    return np.concatenate([v, extra_v]), np.concatenate([f2, extra_f])
+
+
+def test_clean_mesh_repairs_and_reports() -> None:
+    v, f = dirty_sphere()
+    cv, cf, rep = clean_mesh(v, f)
+    steps = rep["steps"]
+    assert steps["repeated_index_faces"]["faces_removed"] == 1
+    assert steps["merge_close_vertices"]["vertices_removed"] >= 1
+    assert steps["null_faces"]["faces_removed"] == 1
+    assert steps["small_components"]["faces_removed"] == 4
+    assert steps["non_manifold_edges"]["faces_removed"] >= 1
+    assert rep["input"] == {"vertices": v.shape[0], "faces": f.shape[0]}
+    assert rep["output"] == {"vertices": cv.shape[0], "faces": cf.shape[0]}
+    m = trimesh.Trimesh(cv, cf, process=False)
+    edges, counts = np.unique(np.sort(m.edges, axis=1), axis=0, return_counts=True)
+    assert counts.max() <= 2, "a non-manifold edge survived"
+    assert cv[:, 0].max() < 1.0, "debris survived"
+    assert cf.shape[0] >= 1270  # the sphere itself (1280 faces) is essentially kept
+    assert cv.dtype == np.float32 and cf.dtype == np.int64
+
+
+def test_clean_mesh_decimates_to_budget() -> None:
+    v, f = sphere(3)
+    cv, cf, rep = clean_mesh(v, f, target_faces=300)
+    assert cf.shape[0] <= 300 and rep["decimated"]["from_faces"] == 1280
+    assert trimesh.Trimesh(cv, cf).is_watertight
+
+
+@pytest.mark.parametrize(
+    "verts, faces",
+    [(np.zeros((0, 3)), np.zeros((0, 3), int)), (np.zeros((3, 3)), np.array([[0, 1, 3]])),
+     (np.full((3, 3), np.nan), np.array([[0, 1, 2]])), (np.eye(3), np.array([[0, 0, 1]]))],
+)
+def test_clean_mesh_rejects_unusable_meshes(verts: np.ndarray, faces: np.ndarray) -> None:
+    with pytest.raises(ExportError):
+        clean_mesh(verts, faces)
+
+
+# ---------------------------------------------------------------- UV atlas
+def check_uv_result(res: uv_mod.UVResult, n_faces: int) -> None:
+    assert res.faces.shape == (n_faces, 3)
+    assert res.uv.shape == (res.verts.shape[0], 2) and res.uv.min() >= 0 and res.uv.max() <= 1
+    np.testing.assert_array_equal(res.verts, res.source_verts[res.vmapping])
+    # Each face keeps its 3D corners: the split mesh is the source mesh, face for face.
+    np.testing.assert_array_equal(res.vmapping[res.faces], res.source_faces)
+
+
+def test_unwrap_with_xatlas() -> None:
+    v, f = sphere(2)
+    res = unwrap(v, f, timeout_s=60)
+    assert res.method == "xatlas" and res.attempts == []
+    check_uv_result(res, f.shape[0])
+    assert res.verts.shape[0] > v.shape[0]  # a closed sphere needs seams
+
+
+def kill_self_command(job, result) -> list[str]:
+    return [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"]
+
+
+def test_unwrap_survives_killed_child_and_falls_back_to_per_triangle(monkeypatch) -> None:
+    monkeypatch.setattr(uv_mod, "child_command", kill_self_command)
+    v, f = sphere(2)
+    res = unwrap(v, f, timeout_s=60)
+    assert res.method == "per-triangle"
+    assert len(res.attempts) == 2 and all("-9" in a for a in res.attempts)
+    check_uv_result(res, f.shape[0])
+
+
+def test_unwrap_retries_decimated_after_one_crash(monkeypatch) -> None:
+    calls: list[int] = []
+    real = uv_mod.child_command
+
+    def crash_once(job, result):
+        calls.append(1)
+        return kill_self_command(job, result) if len(calls) == 1 else real(job, result)
+
+    monkeypatch.setattr(uv_mod, "child_command", crash_once)
+    v, f = sphere(3)
+    res = unwrap(v, f, timeout_s=60, retry_faces=400)
+    assert res.method == "xatlas-decimated" and len(calls) == 2
+    assert res.faces.shape[0] <= 400
+    check_uv_result(res, res.source_faces.shape[0])
+
+
+@pytest.mark.parametrize(
+    "code, why", [("import time; time.sleep(30)", "timed out"), ("pass", "no readable result")]
+)
+def test_unwrap_survives_hanging_or_silent_child(monkeypatch, code: str, why: str) -> None:
+    monkeypatch.setattr(uv_mod, "child_command", lambda job, result: [sys.executable, "-c", code])
+    v, f = sphere(1)
+    res = unwrap(v, f, timeout_s=1.0)
+    assert res.method == "per-triangle" and why in res.attempts[0]
+
+
+def test_per_triangle_atlas_cells_do_not_overlap() -> None:
+    faces = np.arange(3 * 7).reshape(7, 3)
+    vm, fo, uv = per_triangle_atlas(faces, resolution=64, padding=2)
+    np.testing.assert_array_equal(vm[fo], faces)
+    grid, s = 2, 0.5  # 7 faces -> 4 cells -> 2 x 2 grid
+    tri = uv[fo]  # [F,3,2]
+    cells = np.floor(tri.mean(1) / s).astype(int)
+    assert np.all(np.floor(tri / s).astype(int) == cells[:, None, :]), "a triangle leaves its cell"
+    local = (tri - cells[:, None, :] * s).sum(-1)  # u + v inside the cell
+    for c in range(4):
+        pair = np.flatnonzero(cells[:, 0] + grid * cells[:, 1] == c)
+        if len(pair) == 2:
+            assert local[pair[0]].max() < local[pair[1]].min()  # separated by the diagonal gap
+    e1, e2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
+    area = 0.5 * np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0])
+    assert area.min() > 0
