@@ -1,0 +1,152 @@
+"""``HashGrid``: the multiresolution hash encoding module, tinycudann or pure torch.
+
+Both backends share one flat parameter vector ``params`` in tiny-cuda-nn's layout (see
+:mod:`hashgrid_layout`), so a state dict trained with one loads into the other and gives the same
+features. Backend choice happens per call: ``"auto"`` uses tinycudann when it imports, the input is
+on a CUDA device and ``A3D_NO_TCNN`` is not set; everything else (CPU tensors included) takes the
+torch path, which is the reference.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from .hashgrid_layout import INIT_RANGE, HashGridConfig, level_layouts, n_params
+from .hashgrid_torch import hash_grid_encode
+
+BACKENDS = ("auto", "torch", "tcnn")
+_NO_TCNN_ENV = "A3D_NO_TCNN"
+
+
+def tcnn_disabled_by_env() -> bool:
+    """True when the user opted out of tinycudann with ``A3D_NO_TCNN`` set to a truthy value."""
+    return os.environ.get(_NO_TCNN_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+@functools.lru_cache(maxsize=1)
+def import_tcnn() -> Any | None:
+    """The ``tinycudann`` module, or None when it is not installed or cannot load (no CUDA).
+
+    Cached: a failed import is not retried on every forward call.
+    """
+    try:
+        import tinycudann  # noqa: PLC0415  (optional CUDA dependency, imported lazily on purpose)
+    except (ImportError, OSError, RuntimeError):
+        # tinycudann raises EnvironmentError (OSError) at import when torch has no CUDA device.
+        return None
+    return tinycudann
+
+
+def init_params(count: int, seed: int | None = None, device: torch.device | str | None = None) -> torch.Tensor:
+    """tcnn's grid initialisation: ``count`` float32 values uniform in [-1e-4, 1e-4].
+
+    Args:
+        count: number of parameters.
+        seed: seed of a private generator (reproducible); None draws from torch's global RNG.
+        device: device of the returned tensor.
+    """
+    gen = None
+    if seed is not None:
+        gen = torch.Generator(device="cpu")
+        gen.manual_seed(int(seed))
+    values = torch.rand(count, generator=gen, dtype=torch.float32)
+    return values.mul_(2.0 * INIT_RANGE).sub_(INIT_RANGE).to(device)
+
+
+class HashGrid(nn.Module):
+    """Multiresolution hash encoding ``[N, 3] in [0,1]^3 -> [N, n_levels * n_features_per_level]``.
+
+    Attributes:
+        cfg: the :class:`HashGridConfig`.
+        params: one flat float32 ``nn.Parameter`` of length :func:`n_params`, tcnn layout.
+        n_output_dims: ``n_levels * n_features_per_level``.
+        backend: requested backend, ``"auto" | "torch" | "tcnn"``.
+    """
+
+    def __init__(self, cfg: HashGridConfig, backend: str = "auto", seed: int | None = None) -> None:
+        """Build the grid and initialise its table like tcnn does.
+
+        Args:
+            cfg: grid hyper-parameters.
+            backend: ``"auto"`` (tinycudann for CUDA inputs when available), ``"torch"`` (always
+                the pure-torch path) or ``"tcnn"`` (tinycudann required; raises if missing).
+            seed: seed of the table initialisation (None: torch's global RNG). The same seed gives
+                the same table whatever the backend.
+        """
+        super().__init__()
+        if backend not in BACKENDS:
+            raise ValueError(f"HashGrid backend must be one of {BACKENDS}, got {backend!r}")
+        if backend == "tcnn" and import_tcnn() is None:
+            raise RuntimeError("HashGrid(backend='tcnn'): tinycudann is not importable (needs CUDA torch)")
+        self.cfg = cfg
+        self.backend = backend
+        self.seed = seed
+        self.layouts = level_layouts(cfg)
+        self.n_output_dims = cfg.n_output_dims
+        self.params = nn.Parameter(init_params(n_params(cfg), seed))
+        # The tinycudann module is built lazily on the first CUDA call and kept out of the module
+        # tree (a plain list) so that it neither owns nor duplicates ``params`` in the state dict.
+        self._tcnn_holder: list[Any] = []
+
+    def uses_tcnn(self, x: torch.Tensor) -> bool:
+        """Whether a call with input ``x`` runs on tinycudann (``A3D_NO_TCNN`` only affects "auto")."""
+        if self.backend == "torch" or not x.is_cuda:
+            return False
+        if self.backend == "auto" and tcnn_disabled_by_env():
+            return False
+        return import_tcnn() is not None
+
+    def forward(self, x01: torch.Tensor) -> torch.Tensor:
+        """Encode points.
+
+        Args:
+            x01: [N, 3] points in [0, 1]^3 (cast to float32; tcnn semantics outside the cube:
+                indices wrap, no clamping).
+
+        Returns:
+            [N, n_output_dims] float32 features; column ``l * F + f`` is feature f of level l.
+        """
+        if x01.ndim != 2 or x01.shape[-1] != 3:
+            raise ValueError(f"HashGrid expects points [N, 3], got {tuple(x01.shape)}")
+        x01 = x01.to(torch.float32)
+        if x01.shape[0] == 0:
+            return x01.new_zeros(0, self.n_output_dims)
+        if self.uses_tcnn(x01):
+            return self._forward_tcnn(x01)
+        if self.backend == "tcnn":
+            raise RuntimeError("HashGrid(backend='tcnn') needs CUDA inputs; use backend='auto' for CPU")
+        return hash_grid_encode(x01, self.params, self.layouts, self.cfg.n_features_per_level)
+
+    def _forward_tcnn(self, x01: torch.Tensor) -> torch.Tensor:
+        """tinycudann path: its ``Encoding`` evaluated with this module's ``params``."""
+        if not self._tcnn_holder:
+            tcnn = import_tcnn()
+            with torch.cuda.device(x01.device):
+                encoding = tcnn.Encoding(
+                    n_input_dims=3,
+                    encoding_config=self.cfg.tcnn_config(),
+                    seed=1337 if self.seed is None else int(self.seed),
+                    dtype=torch.float32,
+                )
+            if encoding.params.numel() != self.params.numel():
+                raise RuntimeError(
+                    f"tinycudann grid has {encoding.params.numel()} params, expected {self.params.numel()}"
+                )
+            self._tcnn_holder.append(encoding)
+        encoding = self._tcnn_holder[0]
+        # Rebind every call: ``params`` may have been replaced (load, .to(), optimiser tricks).
+        encoding.params = self.params
+        return encoding(x01.contiguous()).float()
+
+    def extra_repr(self) -> str:
+        cfg = self.cfg
+        return (
+            f"levels={cfg.n_levels}, features={cfg.n_features_per_level}, "
+            f"log2_T={cfg.log2_hashmap_size}, base={cfg.base_resolution}, "
+            f"scale={cfg.per_level_scale}, params={self.params.numel()}, backend={self.backend}"
+        )
