@@ -8,12 +8,11 @@ plain meshes and colour functions to :mod:`a3d_mesh.export`.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -24,6 +23,7 @@ from a3d_mesh.export import export_asset, set_transform
 from a3d_mesh.export.atomic import atomic_write_text
 from a3d_mesh.fields import NeRFField
 from a3d_mesh.geometry import DMTetField
+from a3d_mesh.hybrid import HybridSpec, code_field
 from a3d_mesh.prompts import PromptSet, load_prompts
 from a3d_mesh.render.shading import render_mesh
 from a3d_mesh.simplex import corner, sweep
@@ -110,52 +110,57 @@ def render_views(ts: TrainedSet, u: Code, n_views: int, resolution: int) -> torc
     return out.rgb.cpu()
 
 
-def write_previews(ts: TrainedSet, out_dir: Path) -> list[str]:
-    """``<name>.png`` turnarounds, ``set.png`` (side by side) and ``transition_<a>_<b>.gif`` sweeps."""
+def hybrid_items(ts: TrainedSet, hybrids: Sequence[HybridSpec]) -> list[tuple[str, Code, dict[str, Any]]]:
+    """(name, code field u(x), manifest info) for each hybrid of the set."""
+    return [(h.name, code_field(h, ts.n), {"kind": "hybrid", "hybrid": h.to_dict()}) for h in hybrids]
+
+
+def write_previews(ts: TrainedSet, out_dir: Path, hybrids: Sequence[HybridSpec] = (), objects: bool = True) -> list[str]:
+    """``<name>.png`` turnarounds of objects and hybrids; with ``objects`` also ``set.png`` (the set
+    side by side) and ``transition_<a>_<b>.gif`` sweeps between pairs."""
     p = ts.cfg.preview
     files: list[str] = []
-    strips = []
-    for k, name in enumerate(ts.prompts.names):
-        strip = row(render_views(ts, ts.code(k), p.views, p.resolution))
+    strips, labels = [], []
+    items = [(name, ts.code(k), f"{name}: {ts.prompts.prompts[k]}") for k, name in enumerate(ts.prompts.names)] if objects else []
+    items += [(name, u, f"{name} (hybrid): {info['hybrid']['spec']}") for name, u, info in hybrid_items(ts, hybrids)]
+    for name, u, label in items:
+        strip = row(render_views(ts, u, p.views, p.resolution))
         strips.append(strip)
-        files.append(str(save_png(out_dir / f"{name}.png", strip).name))
-    labels = [f"{n}: {pr}" for n, pr in zip(ts.prompts.names, ts.prompts.prompts)]
-    files.append(str(save_png(out_dir / "set.png", labelled_grid(strips, labels)).name))
+        labels.append(label)
+        files.append(save_png(out_dir / f"{name}.png", strip).name)
+    if not objects:
+        return files
+    files.append(save_png(out_dir / "set.png", labelled_grid(strips, labels)).name)
     pairs = list(itertools.combinations(range(ts.n), 2))
     for i, j in pairs[: max(ts.n, 3)]:  # all pairs for small sets, a chain's worth for large ones
         frames = [render_views(ts, u.to(ts.device), 1, p.resolution)[0] for u in sweep(i, j, ts.n, p.sweep_frames)]
         name = f"transition_{ts.prompts.names[i]}_{ts.prompts.names[j]}.gif"
-        files.append(str(save_gif(out_dir / name, frames).name))
+        files.append(save_gif(out_dir / name, frames).name)
     return files
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def export_set(ts: TrainedSet, out_dir: Path, formats: list[str] | None = None, texture_size: int | None = None,
-               target_faces: int | None = None, extra: list[tuple[str, Code, dict[str, Any]]] = (),
-               log: Callable[[str], None] = lambda s: None) -> list[dict[str, Any]]:
-    """Export every object (and every ``extra`` (name, code, info) asset, e.g. hybrids) with one
-    shared transform; returns manifest records."""
+               target_faces: int | None = None, extra: Sequence[tuple[str, Code, dict[str, Any]]] = (),
+               log: Callable[[str], None] = lambda s: None, only_extra: bool = False) -> list[dict[str, Any]]:
+    """Export every object and every ``extra`` (name, code, info) asset (hybrids); returns manifest records.
+
+    One transform serves the whole set and is computed from the objects alone, so assets added
+    later (``only_extra``: hybrids of a finished run) land in exactly the same frame.
+    """
     e = ts.cfg.export
     formats = formats or e.formats
-    items: list[tuple[str, Code, dict[str, Any]]] = [
+    objects: list[tuple[str, Code, dict[str, Any]]] = [
         (name, ts.code(k), {"kind": "object", "prompt": ts.prompts.prompts[k],
                             "negative_prompt": ts.prompts.negatives[k], "code": ts.code(k).tolist()})
         for k, name in enumerate(ts.prompts.names)
-    ] + list(extra)
-    meshes = {name: ts.mesh(u) for name, u, _ in items}
+    ]
+    meshes = {name: ts.mesh(u) for name, u, _ in objects + list(extra)}
     empty = [n for n, (_, f) in meshes.items() if f.shape[0] == 0]
     if empty:
         raise RunError(f"asset '{empty[0]}' has an empty surface; nothing to export (train longer or check the prompts)")
-    transform = set_transform([v.cpu().numpy() for v, _ in meshes.values()], height_m=e.height_m)
+    transform = set_transform([meshes[n][0].cpu().numpy() for n, _, _ in objects], height_m=e.height_m)
     records = []
-    for name, u, info in items:
+    for name, u, info in ([] if only_extra else objects) + list(extra):
         v, f = meshes[name]
         log(f"[export] {name}: {f.shape[0]} faces -> {', '.join(formats)}")
         rec = export_asset(name, v.cpu(), f.cpu(), ts.color_fn(u), out_dir, formats=formats,
@@ -165,8 +170,19 @@ def export_set(ts: TrainedSet, out_dir: Path, formats: list[str] | None = None, 
     return records
 
 
-def write_manifest(run_dir: Path, ts: TrainedSet, assets: list[dict[str, Any]], previews: list[str]) -> Path:
-    """``manifest.json``: every asset (name, prompt, code, files, counts, sha256) and the previews."""
+def write_manifest(run_dir: Path, ts: TrainedSet, assets: list[dict[str, Any]], previews: list[str],
+                   keep_existing: bool = False) -> Path:
+    """``manifest.json``: every asset (name, prompt, code, files, counts, sha256) and the previews.
+
+    With ``keep_existing`` the assets and previews already listed are kept unless replaced by name
+    (adding hybrids to a finished run).
+    """
+    path = run_dir / "manifest.json"
+    if keep_existing and path.exists():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        names = {a["name"] for a in assets}
+        assets = [a for a in old.get("assets", []) if a["name"] not in names] + assets
+        previews = sorted(set(p.removeprefix("previews/") for p in old.get("previews", [])) | set(previews))
     manifest = {
         "a3d_mesh_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -175,4 +191,4 @@ def write_manifest(run_dir: Path, ts: TrainedSet, assets: list[dict[str, Any]], 
         "assets": assets,
         "previews": [f"previews/{p}" for p in previews],
     }
-    return atomic_write_text(run_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    return atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")

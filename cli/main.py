@@ -27,6 +27,12 @@ app = typer.Typer(
 
 T = TypeVar("T")
 
+HYBRID_HELP = ("A hybrid asset: NAME=SOURCE[@REGION][,SOURCE[@REGION]...]; SOURCE is an asset name or index, REGION "
+               "is x>v, x<v (y, z likewise, in the set's frame) or box:x0,y0,z0,x1,y1,z1; a SOURCE without a region "
+               "takes the rest of space. Repeatable.")
+ANCHORS_HELP = "A YAML/JSON list of {point: [x, y, z], source: NAME} blended by radial basis functions (one hybrid per file)."
+BLEND_HELP = "Width of the transition between hybrid regions, in scene units (the scene cube is [-1, 1]^3)."
+
 
 def fail(message: str, code: int) -> None:
     typer.echo(f"a3d-mesh: error: {message}", err=True)
@@ -39,12 +45,13 @@ def guarded(fn: Callable[[], T]) -> T:
     from a3d_mesh.config import ConfigError
     from a3d_mesh.export import ExportError
     from a3d_mesh.guidance import GuidanceModelError
+    from a3d_mesh.hybrid import HybridError
     from a3d_mesh.prompts import PromptError
     from a3d_mesh.train.loop import Interrupted
 
     try:
         return fn()
-    except (PromptError, ConfigError, RunError) as e:
+    except (PromptError, ConfigError, RunError, HybridError) as e:
         fail(str(e), 2)
     except GuidanceModelError as e:
         fail(str(e), 1)
@@ -71,6 +78,9 @@ def run(
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (overrides the preset's)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
+    hybrid: Optional[List[str]] = typer.Option(None, "--hybrid", help=HYBRID_HELP),
+    hybrid_anchors: Optional[List[Path]] = typer.Option(None, "--hybrid-anchors", help=ANCHORS_HELP),
+    blend: float = typer.Option(0.1, "--blend", help=BLEND_HELP),
     overrides: Optional[List[str]] = typer.Argument(None, help="Config overrides, e.g. refine.steps=300 export.formats=glb,obj"),
 ) -> None:
     """Generate an aligned set: one textured mesh per prompt, previews and a manifest.
@@ -82,6 +92,8 @@ def run(
       a3d-mesh run pets.txt --preset default --out runs/pets refine.steps=3000
 
       a3d-mesh run pets.txt --out runs/pets --resume
+
+      a3d-mesh run pets.txt --preset tiny --hybrid dogcat=dog@x>0,cat
     """
     from a3d_mesh.config import load_config
     from a3d_mesh.prompts import load_prompts
@@ -95,11 +107,71 @@ def run(
             if overrides or seed is not None:
                 from a3d_mesh.config import ConfigError
                 raise ConfigError("--resume continues with the run's saved config.yaml; drop the overrides and --seed")
-            return run_pipeline(run_dir, load_prompts(prompts), resume=True, progress=progress)
+            return run_pipeline(run_dir, load_prompts(prompts), resume=True, progress=progress,
+                                hybrids=hybrid_specs(hybrid, hybrid_anchors, blend))
         extra = list(overrides or []) + ([f"seed={seed}"] if seed is not None else [])
         cfg = load_config(preset, extra)
         pset = load_prompts(prompts, cfg.guidance.negative_prompt)
-        return run_pipeline(run_dir, pset, cfg, progress=progress)
+        return run_pipeline(run_dir, pset, cfg, progress=progress, hybrids=hybrid_specs(hybrid, hybrid_anchors, blend))
+
+    manifest = guarded(go)
+    if not quiet:
+        typer.echo(str(manifest))
+
+
+def hybrid_specs(specs: Optional[List[str]], anchors: Optional[List[Path]], blend: float):  # noqa: ANN201
+    """A callable (prompts, config) -> hybrid specs, or None when no hybrid was asked for."""
+    if not specs and not anchors:
+        return None
+
+    def build(prompts, cfg):  # noqa: ANN001, ANN202
+        from a3d_mesh.hybrid import HybridError, load_anchors, parse_hybrids
+
+        out = list(parse_hybrids(specs or [], prompts.names, blend, cfg.bound))
+        out += [load_anchors(a, prompts.names, blend, cfg.bound) for a in anchors or []]
+        seen: set[str] = set()
+        for h in out:
+            if h.name in seen:
+                raise HybridError(f"two hybrids are named '{h.name}'")
+            seen.add(h.name)
+        return out
+
+    return build
+
+
+@app.command()
+def hybrid(
+    run_dir: Path = typer.Argument(..., help="A run folder with checkpoints/refine.pt (finished or checkpointed)."),
+    hybrid: Optional[List[str]] = typer.Option(None, "--hybrid", help=HYBRID_HELP),
+    hybrid_anchors: Optional[List[Path]] = typer.Option(None, "--hybrid-anchors", help=ANCHORS_HELP),
+    blend: float = typer.Option(0.1, "--blend", help=BLEND_HELP),
+    formats: Optional[str] = typer.Option(None, "--format", "-f", help="Comma-separated formats [default: the run's]."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Mix parts of a trained set into new assets, without retraining; adds them to the run's
+    previews, export/ and manifest.
+
+    Example: a3d-mesh hybrid runs/pets --hybrid dogcat=dog@y>0.2,cat --blend 0.15
+    """
+    from a3d_mesh.assets import TrainedSet, export_set, hybrid_items, write_manifest, write_previews
+    from a3d_mesh.config import ConfigError
+    from a3d_mesh.train.loop import Progress
+
+    def go() -> Path:
+        build = hybrid_specs(hybrid, hybrid_anchors, blend)
+        if build is None:
+            raise ConfigError("give at least one --hybrid or --hybrid-anchors")
+        fmts = [f.strip() for f in formats.split(",")] if formats else None
+        ts = TrainedSet.load(run_dir)
+        specs = build(ts.prompts, ts.cfg)
+        progress = Progress(quiet=quiet)
+        clash = [h.name for h in specs if h.name in ts.prompts.names]
+        if clash:
+            raise ConfigError(f"hybrid name '{clash[0]}' is already an asset of the set")
+        previews = write_previews(ts, run_dir / "previews", specs, objects=False)
+        assets = export_set(ts, run_dir / "export", fmts, extra=hybrid_items(ts, specs), log=progress.message,
+                            only_extra=True)
+        return write_manifest(run_dir, ts, assets, previews, keep_existing=True)
 
     manifest = guarded(go)
     if not quiet:

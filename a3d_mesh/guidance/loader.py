@@ -186,9 +186,14 @@ def _text_dtype_kwarg(dtype: torch.dtype) -> dict[str, torch.dtype]:
 
 def _from_pretrained(source: str, dtype: torch.dtype, local_only: bool) -> dict[str, Any]:
     """Load the five parts of the pipeline at ``source`` (folder or hub id), one subfolder each."""
+    import diffusers.utils.logging as diffusers_logging
+    import transformers.utils.logging as transformers_logging
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
+    # Their per-load progress bars would interleave with our own progress lines.
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
     common: dict[str, Any] = {"local_files_only": local_only}
     # Without accelerate, diffusers falls back to a normal load anyway; saying so avoids its warning.
     low_mem = {"low_cpu_mem_usage": importlib.util.find_spec("accelerate") is not None}

@@ -22,6 +22,9 @@ DensityFn = Callable[[torch.Tensor], torch.Tensor]  # points [N,3] world -> sigm
 FieldFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # points -> (sigma [N], albedo [N,3])
 
 # Tetrahedron directions v_k with sum v_k = 0 and sum v_k v_k^T = 4 I (finite-difference gradient).
+# Samples whose compositing weight is below this get no normal (their shading is invisible).
+NORMAL_WEIGHT_MIN = 1e-4
+
 _TETRA = torch.tensor([[1.0, -1.0, -1.0], [-1.0, -1.0, 1.0], [-1.0, 1.0, -1.0], [1.0, 1.0, 1.0]])
 
 
@@ -136,19 +139,22 @@ def render_rays(field: FieldFn, density: DensityFn, o: torch.Tensor, d: torch.Te
     idx = keep.nonzero().squeeze(-1)
     sigma = torch.zeros(flat.shape[0], device=dev)
     albedo = torch.zeros(flat.shape[0], 3, device=dev)
-    normal = torch.zeros(flat.shape[0], 3, device=dev)
     if idx.numel():
-        p = flat[idx]
-        s, a = field(p)
+        s, a = field(flat[idx])
         sigma = sigma.index_put((idx,), s.float())
         albedo = albedo.index_put((idx,), a.float())
-        if normals:
-            eps = normal_eps if normal_eps is not None else 2 * bound / 512
-            normal = normal.index_put((idx,), fd_normals(density, p, eps))
-    sigma, albedo, normal = sigma.view(r, n_samples), albedo.view(r, n_samples, 3), normal.view(r, n_samples, 3)
+    sigma, albedo = sigma.view(r, n_samples), albedo.view(r, n_samples, 3)
     alpha = 1 - torch.exp(-sigma * delta[:, None])
     trans = torch.cumprod(torch.cat([torch.ones(r, 1, device=dev), 1 - alpha + 1e-10], 1), 1)[:, :-1]
     w = alpha * trans  # [R,S]
+    normal = torch.zeros(r * n_samples, 3, device=dev)
+    if normals:
+        # Normals cost four density probes each: only samples that contribute to the image need them.
+        nidx = (w.detach().reshape(-1) > NORMAL_WEIGHT_MIN).nonzero().squeeze(-1)
+        if nidx.numel():
+            eps = normal_eps if normal_eps is not None else 2 * bound / 512
+            normal = normal.index_put((nidx,), fd_normals(density, flat[nidx], eps))
+    normal = normal.view(r, n_samples, 3)
     opacity = w.sum(1)
     depth = (w * t).sum(1)
     out_albedo = (w[..., None] * albedo).sum(1)

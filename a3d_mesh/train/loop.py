@@ -137,12 +137,12 @@ def run_stage(stage: Stage, checkpoint: Path, every: int, progress: Progress | N
     total = stage.total_steps
     if start >= total:
         return
-    progress.start(stage.name, start, total)
 
     def save(step: int) -> None:
         atomic_torch_save({"step": step, "stage": stage.state_dict()}, checkpoint)
 
     with deferred_sigint() as interrupted:
+        progress.start(stage.name, start, total)  # after the handler is in place: Ctrl-C from here is safe
         for i in range(start, total):
             logs = stage.step(i)
             progress.update(i + 1, total, logs)

@@ -13,12 +13,15 @@ Run folder layout::
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import torch
 
-from a3d_mesh.assets import RunError, TrainedSet, export_set, resolve_device, write_manifest, write_previews
+from a3d_mesh.assets import (RunError, TrainedSet, export_set, hybrid_items, resolve_device, write_manifest,
+                             write_previews)
 from a3d_mesh.config import RunConfig, dump_config, load_config
 from a3d_mesh.export.atomic import atomic_write_text
+from a3d_mesh.hybrid import HybridSpec
 from a3d_mesh.guidance import SDSGuidance, encode_prompts, load_components
 from a3d_mesh.prompts import PromptSet, load_prompts
 from a3d_mesh.train.coarse import CoarseStage
@@ -77,16 +80,23 @@ def train(prompts: PromptSet, cfg: RunConfig, out: Path, progress: Progress) -> 
 
 
 def run(out: Path, prompts: PromptSet | None = None, cfg: RunConfig | None = None, resume: bool = False,
-        progress: Progress | None = None) -> Path:
-    """Train (or resume) a set, then write previews, exports and the manifest; returns the manifest path."""
+        progress: Progress | None = None, hybrids: Callable[[PromptSet, RunConfig], list[HybridSpec]] | None = None) -> Path:
+    """Train (or resume) a set, then write previews, exports and the manifest; returns the manifest path.
+
+    ``hybrids`` turns the run's prompts and config into hybrid specs; it is called before any
+    training so that a bad spec fails at once.
+    """
     progress = progress or Progress()
+    if prompts is not None and cfg is not None and hybrids is not None:
+        hybrids(prompts, cfg)  # validate before anything is written
     prompts, cfg = prepare_run_dir(out, prompts, cfg, resume)
+    specs = hybrids(prompts, cfg) if hybrids is not None else []
     progress.message(f"[run] {len(prompts)} object(s): {', '.join(prompts.names)} -> {out}")
     train(prompts, cfg, out, progress)
     ts = TrainedSet.load(out)
-    previews = write_previews(ts, out / "previews")
+    previews = write_previews(ts, out / "previews", specs)
     progress.message(f"[previews] {len(previews)} files in {out / 'previews'}")
-    assets = export_set(ts, out / "export", log=progress.message)
+    assets = export_set(ts, out / "export", extra=hybrid_items(ts, specs), log=progress.message)
     manifest = write_manifest(out, ts, assets, previews)
     progress.message(f"[done] {len(assets)} asset(s); manifest {manifest}")
     return manifest

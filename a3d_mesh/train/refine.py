@@ -20,7 +20,7 @@ from a3d_mesh.cameras import orbit_cameras, pixel_rays, sample_cameras
 from a3d_mesh.config import RunConfig
 from a3d_mesh.fields import NeRFField
 from a3d_mesh.geometry import (DMTetField, fit_dmtet, laplacian_smoothness, marching_tets, normal_consistency,
-                               sdf_sign_entropy, tet_edges, tet_grid)
+                               sdf_sign_entropy, tet_grid)
 from a3d_mesh.render.shading import Background, random_light, render_mesh
 from a3d_mesh.simplex import corner, sample_code
 from a3d_mesh.train.coarse import render_nerf
@@ -99,7 +99,6 @@ class RefineStage:
             {"params": list(color.parameters()) + list(background.parameters()), "lr": c.lr_color, "name": "color"},
         ], betas=(0.9, 0.99), eps=1e-15)
         self.generator = torch.Generator().manual_seed(cfg.seed + 1)
-        self._edges: torch.Tensor | None = None
 
     def initialise(self, log: Callable[[str], None]) -> None:
         """Fit the shared SDF to the coarse NeRF at every corner (chosen levels logged)."""
@@ -113,12 +112,7 @@ class RefineStage:
             (lambda p, k=k: density_sdf(self.color.density(p, corner(k, self.n, self.device)), self.levels[k]))
             for k in range(self.n)
         ]
-        fit_dmtet(self.dmtet, targets, steps=c.init_steps, generator=self.generator)
-
-    def edges(self) -> torch.Tensor:
-        if self._edges is None:
-            self._edges = tet_edges(self.dmtet.tets).to(self.device)
-        return self._edges
+        fit_dmtet(self.dmtet, targets, steps=c.init_steps, generator=self.generator, clamp=1.0)
 
     def step(self, i: int) -> dict[str, float]:
         c, g = self.cfg.refine, self.generator
@@ -146,7 +140,7 @@ class RefineStage:
             if c.laplacian_weight > 0:
                 loss = loss + c.laplacian_weight * laplacian_smoothness(verts, faces)
         if c.sdf_entropy_weight > 0:
-            loss = loss + c.sdf_entropy_weight * sdf_sign_entropy(sdf, self.edges())
+            loss = loss + c.sdf_entropy_weight * sdf_sign_entropy(sdf, self.dmtet.edges)
         self.opt.zero_grad(set_to_none=True)
         if loss.requires_grad:
             loss.backward()
