@@ -1,9 +1,10 @@
 """Benchmark: forward + backward of rasterize + interpolate + antialias.
 
 For 10k and 100k triangle meshes at 256 and 512 px, prints the median time of the CPU path
-(and of its visibility pass alone), the raw rasterisation time of the independent reference
-(OpenGL/llvmpipe visibility through moderngl) on the same mesh and the ratio between the two;
-and the cuda backend (nvdiffrast) when it is available. Run:
+(and of its visibility pass alone), of the CPU path with the pure-torch pixel math
+(``A3D_RENDER_KERNELS=torch``, the reference the C kernels replace), the raw rasterisation time
+of the independent reference (OpenGL/llvmpipe visibility through moderngl) on the same mesh and
+the ratio between CPU f+b and that; and the cuda backend (nvdiffrast) when it is available. Run:
 
     OMP_NUM_THREADS=2 python benchmarks/render.py
 """
@@ -11,6 +12,7 @@ and the cuda backend (nvdiffrast) when it is available. Run:
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import time
 from typing import Callable
@@ -66,17 +68,33 @@ def _fwd_bwd(pos: torch.Tensor, tri: torch.Tensor, col: torch.Tensor, topo: obje
     return run
 
 
+def _torch_math(fn: Callable[[], None]) -> Callable[[], None]:
+    """``fn`` run with the C pixel kernels switched off (torch reference math)."""
+    def run() -> None:
+        old = os.environ.get("A3D_RENDER_KERNELS")
+        os.environ["A3D_RENDER_KERNELS"] = "torch"
+        try:
+            fn()
+        finally:
+            if old is None:
+                del os.environ["A3D_RENDER_KERNELS"]
+            else:
+                os.environ["A3D_RENDER_KERNELS"] = old
+    return run
+
+
 def main() -> None:
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"visibility engine: {render.visibility_engine()}")
-    print(f"{'tris':>7} {'res':>4} {'cpu f+b (s)':>11} {'cpu vis (s)':>11} {'gl raster (s)':>13} "
-          f"{'ratio':>6} {'cuda f+b (ms)':>13}")
+    print(f"{'tris':>7} {'res':>4} {'cpu f+b (s)':>11} {'cpu vis (s)':>11} "
+          f"{'torch-math f+b (s)':>18} {'gl raster (s)':>13} {'ratio':>6} {'cuda f+b (ms)':>13}")
     for n_tri in (10_000, 100_000):
         pos, tri = _mesh(n_tri)
         col = torch.rand(1, pos.shape[1], 3)
         topo = render.antialias_construct_topology_hash(tri)
         for res in (256, 512):
             cpu = _median_time(_fwd_bwd(pos, tri, col, topo, res, "cpu"), 5)
+            ref = _median_time(_torch_math(_fwd_bwd(pos, tri, col, topo, res, "cpu")), 3)
             vis = _median_time(lambda: render.visibility(pos, tri, (res, res)), 5)
             gl = (_median_time(lambda: render.visibility(pos, tri, (res, res), engine="gl"), 5)
                   if _raster_gl.available() else float("nan"))
@@ -84,7 +102,7 @@ def main() -> None:
             if "cuda" in render.available_backends():
                 pc, tc, cc = pos.cuda(), tri.cuda(), col.cuda()
                 cuda = 1e3 * _median_time(_fwd_bwd(pc, tc, cc, None, res, "cuda"), 20, sync=True)
-            print(f"{tri.shape[0]:>7} {res:>4} {cpu:>11.3f} {vis:>11.3f} {gl:>13.3f} "
+            print(f"{tri.shape[0]:>7} {res:>4} {cpu:>11.3f} {vis:>11.3f} {ref:>18.3f} {gl:>13.3f} "
                   f"{cpu / gl:>6.2f} {cuda:>13.2f}")
 
 

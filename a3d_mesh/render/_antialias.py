@@ -19,6 +19,8 @@ Rendering", sec. 3.4), restated:
 
 The discrete choices (pairs, edges, signs) are made without autograd in float32 as nvdiffrast
 makes them; only the chosen edge's crossing is rebuilt with autograd for the gradient.
+This is the reference: on CPU tensors :mod:`._antialias_c` runs the same algorithm in C (see
+:mod:`.ops`); keep the two in step.
 """
 
 from __future__ import annotations

@@ -15,6 +15,9 @@ autograd carries gradients to ``pos``:
   in nvdiffrast's kernel).
 
 Pixel ``(px, py)`` samples clip ``x = (2 px + 1) / W - 1``, ``y = (2 py + 1) / H - 1``.
+
+This is the reference: on CPU tensors :mod:`._pixel_c` runs the same math in C (see
+:mod:`.ops`); keep the two in step.
 """
 
 from __future__ import annotations

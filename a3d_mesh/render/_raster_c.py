@@ -1,8 +1,7 @@
 """Visibility (triangle id + depth per pixel) from a small C z-buffer rasteriser, built at first use.
 
-Design note: the C source below is compiled once with the system C compiler (``cc``/``gcc``,
-``-O3 -shared``) into a per-user cache directory and loaded with :mod:`ctypes`. This avoids
-``torch.utils.cpp_extension`` (which needs ninja and the torch headers) while staying exact:
+Design note: the C source below is compiled once with the system C compiler (see
+:mod:`._cbuild`) into a per-user cache directory and loaded with :mod:`ctypes`. Exactness:
 edge functions are evaluated in double precision in homogeneous clip space (the same 2D
 homogeneous formulation nvdiffrast's pixel shader uses), so triangles that cross ``w = 0`` need
 no explicit clipping, and points outside ``-1 <= z/w <= 1`` (near/far planes) are discarded.
@@ -18,21 +17,17 @@ falls back to another visibility backend.
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import shutil
-import subprocess
-import tempfile
-from pathlib import Path
 
 import torch
+
+from . import _cbuild
 
 _C_SOURCE = r"""
 #include <stdint.h>
 #include <math.h>
 
 static void raster_one(const float* pos, const int64_t* tri, int64_t t_begin, int64_t t_end,
-                       int64_t V, int H, int W, int32_t* out_id, float* out_z)
+                       int64_t V, int H, int W, int64_t* out_id, float* out_z)
 {
     for (int64_t i = 0; i < (int64_t)H * W; ++i) { out_id[i] = -1; out_z[i] = INFINITY; }
     for (int64_t t = t_begin; t < t_end; ++t) {
@@ -76,7 +71,7 @@ static void raster_one(const float* pos, const int64_t* tri, int64_t t_begin, in
                 double zw = (z0 * a0 + z1 * a1 + z2 * a2) / w;
                 if (!(zw >= -1.0 && zw <= 1.0)) continue; /* near / far planes */
                 int64_t o = (int64_t)py * W + px;
-                if ((float)zw < out_z[o]) { out_z[o] = (float)zw; out_id[o] = (int32_t)t; }
+                if ((float)zw < out_z[o]) { out_z[o] = (float)zw; out_id[o] = t; }
             }
         }
     }
@@ -85,9 +80,9 @@ static void raster_one(const float* pos, const int64_t* tri, int64_t t_begin, in
 /* pos: [B or 1, V, 4]; pos_stride = V*4 (instance mode) or 0 (range mode).
    ranges: [B, 2] (start, count) or NULL (all triangles). */
 void a3d_raster(const float* pos, int64_t pos_stride, int64_t V, const int64_t* tri, int64_t T,
-                const int64_t* ranges, int B, int H, int W, int32_t* out_id, float* out_z)
+                const int64_t* ranges, int B, int H, int W, int64_t* out_id, float* out_z)
 {
-    #pragma omp parallel for schedule(dynamic, 1)
+    #pragma omp parallel for schedule(dynamic, 1) if(B > 1)
     for (int b = 0; b < B; ++b) {
         int64_t t0 = 0, t1 = T;
         if (ranges) { t0 = ranges[2 * b]; t1 = t0 + ranges[2 * b + 1]; if (t0 < 0) t0 = 0; if (t1 > T) t1 = T; }
@@ -99,53 +94,15 @@ void a3d_raster(const float* pos, int64_t pos_stride, int64_t V, const int64_t* 
 
 _LIB: ctypes.CDLL | None = None
 _LIB_ERROR: str | None = None
-
-
-def _cache_dir() -> Path:
-    """Directory holding the compiled library: ``$A3D_MESH_CACHE`` or ``~/.cache/a3d_mesh``."""
-    root = os.environ.get("A3D_MESH_CACHE") or os.path.join(Path.home(), ".cache", "a3d_mesh")
-    return Path(root) / "raster_c"
-
-
-def _build(lib_path: Path) -> None:
-    """Compile :data:`_C_SOURCE` to ``lib_path`` atomically (concurrent builders cannot clash)."""
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        raise RuntimeError("no C compiler (cc/gcc) on PATH")
-    lib_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=lib_path.parent) as tmp:
-        src = Path(tmp) / "raster.c"
-        src.write_text(_C_SOURCE)
-        out = Path(tmp) / lib_path.name
-        base = [cc, "-O3", "-shared", "-fPIC", "-o", str(out), str(src), "-lm"]
-        # OpenMP only parallelises over the batch; build without it where libgomp is missing.
-        res = subprocess.run(base[:2] + ["-fopenmp"] + base[2:], capture_output=True, text=True)
-        if res.returncode != 0:
-            res = subprocess.run(base, capture_output=True, text=True)
-        if res.returncode != 0:
-            raise RuntimeError(f"C rasteriser build failed: {res.stderr.strip()[:500]}")
-        os.replace(out, lib_path)
+_P, _I64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
 
 
 def _load() -> ctypes.CDLL | None:
     """Build (once, cached by source hash) and load the library; None with the reason kept."""
     global _LIB, _LIB_ERROR
-    if _LIB is not None or _LIB_ERROR is not None:
-        return _LIB
-    digest = hashlib.sha256(_C_SOURCE.encode()).hexdigest()[:16]
-    lib_path = _cache_dir() / f"a3d_raster_{digest}.so"
-    try:
-        if not lib_path.exists():
-            _build(lib_path)
-        lib = ctypes.CDLL(str(lib_path))
-        fn = lib.a3d_raster
-        fn.restype = None
-        fn.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
-                       ctypes.c_int64, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                       ctypes.c_void_p, ctypes.c_void_p]
-        _LIB = lib
-    except (OSError, RuntimeError) as exc:
-        _LIB_ERROR = str(exc)
+    if _LIB is None and _LIB_ERROR is None:
+        sig = {"a3d_raster": (None, [_P, _I64, _I64, _P, _I64, _P, _INT, _INT, _INT, _P, _P])}
+        _LIB, _LIB_ERROR = _cbuild.load("a3d_raster", _C_SOURCE, sig, openmp=True)
     return _LIB
 
 
@@ -185,7 +142,7 @@ def visibility(pos: torch.Tensor, tri: torch.Tensor, resolution: tuple[int, int]
     else:
         r, B, stride, V = None, p.shape[0], p.shape[1] * 4, p.shape[1]
         r_ptr = None
-    ids = torch.empty((B, H, W), dtype=torch.int32)
+    ids = torch.empty((B, H, W), dtype=torch.int64)
     depth = torch.empty((B, H, W), dtype=torch.float32)
     lib.a3d_raster(p.data_ptr(), stride, V, t.data_ptr(), t.shape[0], r_ptr, B, H, W,
                    ids.data_ptr(), depth.data_ptr())

@@ -22,6 +22,17 @@ Visibility engines, first available wins (``A3D_RENDER_VISIBILITY=c|gl|torch`` f
 
 The tests check ``c`` against ``gl`` (independent implementations: ours vs Mesa's) and ``torch``.
 
+Pixel math. On CPU tensors the differentiable part (barycentrics and ``rast_db`` with their
+backward, ``interpolate`` without ``diff_attrs``, ``antialias``) runs in C kernels built the same
+way as the ``c`` engine (:mod:`._pixel_c`, :mod:`._antialias_c`): one pass over the image instead
+of dozens of full-size torch temporaries, gathers and threaded launches. They follow the torch
+reference (:mod:`._bary`, :mod:`._antialias`) operation for operation, so forward values are
+bit-identical, and their hand-derived backward passes equal the reference's autograd gradients
+up to its float32 rounding (they differentiate in double precision). The torch reference runs
+instead when no compiler is available, on non-CPU devices, for ``diff_attrs``, for non-float32
+colours/attributes, or when ``A3D_RENDER_KERNELS=torch``. The C kernels do not support double
+backward (``create_graph=True`` through them); set ``A3D_RENDER_KERNELS=torch`` for that.
+
 Conventions (nvdiffrast's): ``pos`` is clip space; pixel ``(px, py)`` samples
 ``x = (2 px + 1) / W - 1``, ``y = (2 py + 1) / H - 1``; row 0 is clip ``y = -1``;
 ``rast = (u, v, z/w, triangle_id + 1)``, all zero where no triangle covers the pixel; the third
@@ -36,7 +47,8 @@ from typing import Any, Callable
 
 import torch
 
-from . import _antialias, _bary, _nvdr, _raster_c, _raster_gl, _raster_torch, _texture
+from . import (_antialias, _antialias_c, _bary, _nvdr, _pixel_c, _raster_c, _raster_gl,
+               _raster_torch, _texture)
 
 _ENGINES: dict[str, tuple[Callable[[], bool], Callable[..., tuple[torch.Tensor, torch.Tensor]]]] = {
     "c": (_raster_c.available, _raster_c.visibility),
@@ -116,6 +128,8 @@ def rasterize(pos: torch.Tensor, tri: torch.Tensor, resolution: tuple[int, int],
         return _nvdr.rasterize(pos, tri, resolution, ranges, grad_db)
     tri64 = tri.to(device=pos.device, dtype=torch.int64)
     tri_id, _ = visibility(pos, tri64, resolution, ranges)
+    if _pixel_c.usable(pos):
+        return _pixel_c.barycentrics(pos, tri64, tri_id, grad_db=grad_db)
     return _bary.barycentrics(pos, tri64, tri_id.to(pos.device), grad_db=grad_db)
 
 
@@ -136,6 +150,9 @@ def interpolate(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor,
     """
     if _use_cuda(backend, attr, rast, tri):
         return _nvdr.interpolate(attr, rast, tri, rast_db, diff_attrs)
+    if (diff_attrs is None and attr.dtype == torch.float32 and rast.dtype == torch.float32
+            and _pixel_c.usable(attr, rast)):
+        return _pixel_c.interpolate(attr, rast, tri), torch.zeros(0, device=attr.device)
     return _bary.interpolate(attr, rast, tri.to(device=attr.device, dtype=torch.int64), rast_db,
                              diff_attrs)
 
@@ -196,5 +213,8 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
     if _use_cuda(backend, color, rast, pos, tri):
         return _nvdr.antialias(color, rast, pos, tri, topology_hash, pos_gradient_boost)
     topo = topology_hash if isinstance(topology_hash, torch.Tensor) else None
+    if (color.dtype == torch.float32 and _pixel_c.usable(color, rast, pos)
+            and _antialias_c.available()):
+        return _antialias_c.antialias(color, rast, pos, tri, topo, pos_gradient_boost)
     return _antialias.antialias(color, rast, pos, tri.to(device=color.device, dtype=torch.int64),
                                 topo, pos_gradient_boost)
