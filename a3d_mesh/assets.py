@@ -19,7 +19,7 @@ import torch
 from a3d_mesh import __version__
 from a3d_mesh.cameras import orbit_cameras
 from a3d_mesh.config import ConfigError, RunConfig, load_config
-from a3d_mesh.export import export_asset, set_transform
+from a3d_mesh.export import SetTransform, export_asset, set_transform
 from a3d_mesh.export.atomic import atomic_write_text
 from a3d_mesh.fields import NeRFField
 from a3d_mesh.geometry import DMTetField
@@ -27,6 +27,7 @@ from a3d_mesh.hybrid import HybridSpec, code_field
 from a3d_mesh.prompts import PromptSet, load_prompts
 from a3d_mesh.render.shading import render_mesh
 from a3d_mesh.simplex import corner, sweep
+from a3d_mesh.train.coarse import nerf_field
 from a3d_mesh.train.loop import load_checkpoint
 from a3d_mesh.train.previews import headlight, labelled_grid, row, save_gif, save_png
 
@@ -91,8 +92,7 @@ class TrainedSet:
         n = len(prompts)
         torch.manual_seed(0)
         dmtet = DMTetField(n, cfg.refine.tet_resolution, cfg.refine.grid, hidden=cfg.refine.hidden, bound=cfg.bound)
-        color = NeRFField(n, cfg.coarse.grid, hidden=cfg.coarse.hidden, bound=cfg.bound,
-                          blob_density=cfg.coarse.blob_density, blob_radius=cfg.coarse.blob_radius)
+        color = nerf_field(cfg, n)
         state = load_checkpoint(ckpt)["stage"]
         dmtet.load_state_dict(state["dmtet"])
         color.load_state_dict(state["color"])
@@ -141,11 +141,13 @@ def write_previews(ts: TrainedSet, out_dir: Path, hybrids: Sequence[HybridSpec] 
 
 def export_set(ts: TrainedSet, out_dir: Path, formats: list[str] | None = None, texture_size: int | None = None,
                target_faces: int | None = None, extra: Sequence[tuple[str, Code, dict[str, Any]]] = (),
-               log: Callable[[str], None] = lambda s: None, only_extra: bool = False) -> list[dict[str, Any]]:
+               log: Callable[[str], None] = lambda s: None, only_extra: bool = False,
+               transform: SetTransform | None = None) -> list[dict[str, Any]]:
     """Export every object and every ``extra`` (name, code, info) asset (hybrids); returns manifest records.
 
     One transform serves the whole set and is computed from the objects alone, so assets added
-    later (``only_extra``: hybrids of a finished run) land in exactly the same frame.
+    later (``only_extra``: hybrids of a finished run) land in exactly the same frame. An explicit
+    ``transform`` replaces it (edits mapped back to the input mesh's own frame).
     """
     e = ts.cfg.export
     formats = formats or e.formats
@@ -158,7 +160,8 @@ def export_set(ts: TrainedSet, out_dir: Path, formats: list[str] | None = None, 
     empty = [n for n, (_, f) in meshes.items() if f.shape[0] == 0]
     if empty:
         raise RunError(f"asset '{empty[0]}' has an empty surface; nothing to export (train longer or check the prompts)")
-    transform = set_transform([meshes[n][0].cpu().numpy() for n, _, _ in objects], height_m=e.height_m)
+    if transform is None:
+        transform = set_transform([meshes[n][0].cpu().numpy() for n, _, _ in objects], height_m=e.height_m)
     records = []
     for name, u, info in ([] if only_extra else objects) + list(extra):
         v, f = meshes[name]
@@ -171,7 +174,7 @@ def export_set(ts: TrainedSet, out_dir: Path, formats: list[str] | None = None, 
 
 
 def write_manifest(run_dir: Path, ts: TrainedSet, assets: list[dict[str, Any]], previews: list[str],
-                   keep_existing: bool = False) -> Path:
+                   keep_existing: bool = False, extra: dict[str, Any] | None = None) -> Path:
     """``manifest.json``: every asset (name, prompt, code, files, counts, sha256) and the previews.
 
     With ``keep_existing`` the assets and previews already listed are kept unless replaced by name
@@ -190,5 +193,6 @@ def write_manifest(run_dir: Path, ts: TrainedSet, assets: list[dict[str, Any]], 
         "guidance_model": ts.cfg.guidance.model if ts.cfg.guidance.kind == "sds" else "images",
         "assets": assets,
         "previews": [f"previews/{p}" for p in previews],
+        **(extra or {}),
     }
     return atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")

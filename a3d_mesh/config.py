@@ -40,6 +40,10 @@ class GuidanceConfig:
     # kind = images: one mesh file per prompt (OBJ/PLY/GLB), in the set's world frame.
     targets: list[str] = field(default_factory=list)
     target_weight_mask: float = 1.0
+    target_weight_normal: float = 0.1
+    target_weight_depth: float = 0.1
+    # Editing use: the normalised input mesh (a file in the run folder) pinned to object 0.
+    pin_input: str = ""
 
 
 @dataclass

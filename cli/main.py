@@ -43,6 +43,7 @@ def guarded(fn: Callable[[], T]) -> T:
     """Run ``fn`` and map every expected failure to a one-line message and an exit code."""
     from a3d_mesh.assets import RunError
     from a3d_mesh.config import ConfigError
+    from a3d_mesh.edit import EditInputError
     from a3d_mesh.export import ExportError
     from a3d_mesh.guidance import GuidanceModelError
     from a3d_mesh.hybrid import HybridError
@@ -51,7 +52,7 @@ def guarded(fn: Callable[[], T]) -> T:
 
     try:
         return fn()
-    except (PromptError, ConfigError, RunError, HybridError) as e:
+    except (PromptError, ConfigError, RunError, HybridError, EditInputError) as e:
         fail(str(e), 2)
     except GuidanceModelError as e:
         fail(str(e), 1)
@@ -172,6 +173,48 @@ def hybrid(
         assets = export_set(ts, run_dir / "export", fmts, extra=hybrid_items(ts, specs), log=progress.message,
                             only_extra=True)
         return write_manifest(run_dir, ts, assets, previews, keep_existing=True)
+
+    manifest = guarded(go)
+    if not quiet:
+        typer.echo(str(manifest))
+
+
+@app.command()
+def edit(
+    input_mesh: Path = typer.Argument(..., help="The mesh to transform: GLB/GLTF, OBJ or PLY."),
+    prompts: Path = typer.Argument(..., help="Prompt file of the targets (as for run)."),
+    preset: str = typer.Option("default", "--preset", "-p", help="Preset name (configs/*.yaml) or a YAML file."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder [default: runs/<input name>-edit]."),
+    input_prompt: str = typer.Option("a 3D model", "--input-prompt", help="What the input shows (object 0's prompt)."),
+    keep_input_frame: bool = typer.Option(False, "--keep-input-frame",
+                                          help="Export in the input mesh's own frame and units, overlaying it."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (overrides the preset's)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the edit run in --out from its last checkpoint."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="Config overrides, e.g. refine.steps=300"),
+) -> None:
+    """Transform an input mesh into new objects that keep its pose and part layout.
+
+    Object 0 ('input') is pinned to the mesh by a reconstruction loss on renders; the prompts'
+    objects start from it and move towards their prompts.
+
+    Example: a3d-mesh edit chair.glb styles.txt --preset fast --input-prompt "a wooden chair"
+    """
+    from a3d_mesh.config import ConfigError, load_config
+    from a3d_mesh.prompts import load_prompts
+    from a3d_mesh.train.loop import Progress
+    from a3d_mesh.train.pipeline import edit as edit_pipeline
+
+    def go() -> Path:
+        run_dir = out or Path("runs") / f"{input_mesh.stem}-edit"
+        progress = Progress(quiet=quiet)
+        if resume:
+            if overrides or seed is not None:
+                raise ConfigError("--resume continues with the run's saved config.yaml; drop the overrides and --seed")
+            return edit_pipeline(run_dir, resume=True, progress=progress)
+        cfg = load_config(preset, list(overrides or []) + ([f"seed={seed}"] if seed is not None else []))
+        targets = load_prompts(prompts, cfg.guidance.negative_prompt)
+        return edit_pipeline(run_dir, input_mesh, targets, cfg, input_prompt, keep_input_frame, progress=progress)
 
     manifest = guarded(go)
     if not quiet:

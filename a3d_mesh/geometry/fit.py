@@ -48,9 +48,12 @@ class TargetPool:
         n_uniform = max(grid.shape[0], min_uniform)
         uniform = (torch.rand(n_uniform, 3, generator=generator) * 2.0 - 1.0) * field.bound
         self.points = torch.cat([grid, uniform.to(grid.device)])  # [P, 3] world
+        done: dict[int, torch.Tensor] = {}  # one evaluation per distinct target (edits pass one K times)
         with torch.no_grad():
-            self.values = [fn(self.points).reshape(-1).to(device=grid.device, dtype=torch.float32)
-                           for fn in targets]  # K x [P]
+            for fn in targets:
+                if id(fn) not in done:
+                    done[id(fn)] = fn(self.points).reshape(-1).to(device=grid.device, dtype=torch.float32)
+        self.values = [done[id(fn)] for fn in targets]  # K x [P]
 
     def sample(self, k: int, batch: int, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
         """[batch, 3] pool points and their [batch] target values for corner k."""

@@ -56,6 +56,13 @@ def render_nerf(field: NeRFField, u: torch.Tensor, cams: Cameras, resolution: in
     return cat, d
 
 
+def nerf_field(cfg: RunConfig, n_objects: int) -> NeRFField:
+    """The set's NeRF (density + albedo over one shared grid); the refine stage's colour field too."""
+    c = cfg.coarse
+    return NeRFField(n_objects, c.grid, hidden=c.hidden, bound=cfg.bound, blob_density=c.blob_density,
+                     blob_radius=c.blob_radius)
+
+
 class CoarseStage:
     """The NeRF stage as a :class:`a3d_mesh.train.loop.Stage`."""
 
@@ -65,8 +72,7 @@ class CoarseStage:
         c = cfg.coarse
         self.cfg, self.n, self.guide, self.device = cfg, n_objects, guide, device
         self.total_steps = c.steps
-        self.field = NeRFField(n_objects, c.grid, hidden=c.hidden, bound=cfg.bound, blob_density=c.blob_density,
-                               blob_radius=c.blob_radius).to(device)
+        self.field = nerf_field(cfg, n_objects).to(device)
         self.background = Background().to(device)
         self.occupancy = OccupancyGrid(c.occupancy_resolution, cfg.bound, c.occupancy_threshold).to(device)
         self.opt = torch.optim.AdamW(split_param_groups({"field": self.field, "background": self.background},
@@ -95,7 +101,7 @@ class CoarseStage:
         b = len(cams)
         color = (out.albedo if albedo_only else out.shaded).view(b, res, res, 3)
         opacity = out.opacity.view(b, res, res, 1)
-        if self.guide.flat_background:
+        if self.guide.flat_background(code):
             bg = flat_bg.to(self.device).expand(b, res, res, 3)
         else:
             bg = self.background(dirs)

@@ -20,14 +20,15 @@ import torch.nn.functional as F
 
 from a3d_mesh.cameras import Cameras
 from a3d_mesh.prompts import PromptSet
-from a3d_mesh.render.shading import render_mesh
+from a3d_mesh.render.shading import MeshRender, render_mesh
 from a3d_mesh.simplex import CodeSample
 
 
 @dataclass
 class StepRender:
     """One step's renders (top-row-first): rgb [B,H,W,3], mask [B,H,W,1] (opacity), the background
-    they were composited on [B,H,W,3], and how they were made."""
+    they were composited on [B,H,W,3], and how they were made. The mesh stage also gives world
+    normals [B,H,W,3] and camera depth [B,H,W,1] (0 off the surface)."""
 
     rgb: torch.Tensor
     mask: torch.Tensor
@@ -36,11 +37,14 @@ class StepRender:
     cams: Cameras
     light: torch.Tensor | None
     progress: float
+    normal: torch.Tensor | None = None
+    depth: torch.Tensor | None = None
 
 
 class Guide(Protocol):
-    #: True when renders must use a flat random background instead of the learned one.
-    flat_background: bool
+    def flat_background(self, code: CodeSample) -> bool:
+        """True when this step's renders must use a flat random background, not the learned one."""
+        ...
 
     def __call__(self, r: StepRender, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]: ...
 
@@ -48,10 +52,11 @@ class Guide(Protocol):
 class SDSGuide:
     """Score distillation from a diffusers prior (see :mod:`a3d_mesh.guidance`)."""
 
-    flat_background = False
-
     def __init__(self, sds: object) -> None:
         self.sds = sds
+
+    def flat_background(self, code: CodeSample) -> bool:
+        return False
 
     def __call__(self, r: StepRender, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         out = self.sds(r.rgb, r.code.u.to(r.rgb.device), r.progress, generator=generator)
@@ -89,41 +94,52 @@ def load_mesh(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
 class ImageTargetGuide:
     """``guidance: images``: match renders of known meshes (one per object) at the set's corners.
 
-    Loss at a corner code: ``mse(rgb, target_rgb) + mask_weight * mse(mask, target_mask)``, both
-    rendered from the same cameras, light and flat background, so silhouettes get gradients
-    through antialiasing (mesh stage) or opacity (NeRF stage).
+    Loss at a corner code: ``mse(rgb) + w_mask mse(mask)`` and, where the render has them (mesh
+    stage), ``w_normal mse(normal) + w_depth mse(depth)`` over pixels both renders cover; targets are rendered from the same
+    cameras, light and flat background, so silhouettes get gradients through antialiasing (mesh
+    stage) or opacity (NeRF stage).
     """
 
-    flat_background = True
-
     def __init__(self, meshes: list[tuple[torch.Tensor, torch.Tensor]], mask_weight: float = 1.0,
+                 normal_weight: float = 0.0, depth_weight: float = 0.0,
                  colors: list[tuple[float, float, float]] | None = None) -> None:
         self.meshes = meshes
-        self.mask_weight = mask_weight
+        self.mask_weight, self.normal_weight, self.depth_weight = mask_weight, normal_weight, depth_weight
         self.colors = colors or [_PALETTE[k % len(_PALETTE)] for k in range(len(meshes))]
 
     @classmethod
-    def from_files(cls, paths: list[str], prompts: PromptSet, mask_weight: float = 1.0) -> "ImageTargetGuide":
+    def from_files(cls, paths: list[str], prompts: PromptSet, mask_weight: float = 1.0, normal_weight: float = 0.0,
+                   depth_weight: float = 0.0) -> "ImageTargetGuide":
         if len(paths) != len(prompts):
             raise ValueError(f"guidance.targets lists {len(paths)} meshes for {len(prompts)} prompts; give one per prompt")
-        return cls([load_mesh(p) for p in paths], mask_weight)
+        return cls([load_mesh(p) for p in paths], mask_weight, normal_weight, depth_weight)
+
+    def flat_background(self, code: CodeSample) -> bool:
+        return True
 
     def target(self, k: int, cams: Cameras, resolution: int, light: torch.Tensor | None,
-               background: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Target rgb [B,H,W,3] and mask [B,H,W,1] of object k."""
+               background: torch.Tensor) -> MeshRender:
+        """Target renders (rgb, mask, normal, depth) of object k."""
         v, f = self.meshes[k]
         dev = background.device
         col = torch.tensor(self.colors[k], device=dev)
         with torch.no_grad():
-            out = render_mesh(v.to(dev), f.to(dev), cams, resolution, color_fn=lambda p: col.expand(p.shape[0], 3),
-                              light_dir=light, background=background)
-        return out.rgb, out.mask
+            return render_mesh(v.to(dev), f.to(dev), cams, resolution, color_fn=lambda p: col.expand(p.shape[0], 3),
+                               light_dir=light, background=background)
 
     def __call__(self, r: StepRender, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         code = r.code
         if code.a not in (0.0, 1.0):
             return r.rgb.sum() * 0.0, {"img": 0.0}
         k = code.i if code.a == 1.0 else code.j
-        t_rgb, t_mask = self.target(k, r.cams, r.rgb.shape[1], r.light, r.background)
-        loss = F.mse_loss(r.rgb, t_rgb) + self.mask_weight * F.mse_loss(r.mask, t_mask)
+        t = self.target(k, r.cams, r.rgb.shape[1], r.light, r.background)
+        loss = F.mse_loss(r.rgb, t.rgb) + self.mask_weight * F.mse_loss(r.mask, t.mask)
+        # Normals and depth are compared only where both renders cover the pixel: across a
+        # silhouette mismatch they jump (depth 0 vs ~distance) and the mask term handles that.
+        both = ((r.mask.detach() > 0.5) & (t.mask > 0.5)).float()
+        n_both = both.sum().clamp_min(1.0)
+        if r.normal is not None and self.normal_weight > 0:
+            loss = loss + self.normal_weight * (((r.normal - t.normal) ** 2) * both).sum() / (3 * n_both)
+        if r.depth is not None and self.depth_weight > 0:
+            loss = loss + self.depth_weight * (((r.depth - t.depth) ** 2) * both).sum() / n_both
         return loss, {"img": float(loss.detach())}

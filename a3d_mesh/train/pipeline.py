@@ -12,6 +12,8 @@ Run folder layout::
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 from typing import Callable
 
@@ -21,25 +23,48 @@ from a3d_mesh.assets import (RunError, TrainedSet, export_set, hybrid_items, res
                              write_previews)
 from a3d_mesh.config import RunConfig, dump_config, load_config
 from a3d_mesh.export.atomic import atomic_write_text
-from a3d_mesh.hybrid import HybridSpec
+from a3d_mesh.edit import INPUT_FILE, PinnedGuide, prepare_input, save_input
+from a3d_mesh.export import SetTransform
 from a3d_mesh.guidance import SDSGuidance, encode_prompts, load_components
-from a3d_mesh.prompts import PromptSet, load_prompts
-from a3d_mesh.train.coarse import CoarseStage
-from a3d_mesh.train.guide import Guide, ImageTargetGuide, SDSGuide
+from a3d_mesh.hybrid import HybridSpec
+from a3d_mesh.prompts import PromptSet, load_prompts, negative_prompts
+from a3d_mesh.render.shading import Background
+from a3d_mesh.train.coarse import CoarseStage, nerf_field
+from a3d_mesh.train.guide import Guide, ImageTargetGuide, SDSGuide, load_mesh
 from a3d_mesh.train.loop import Progress, atomic_torch_save, run_stage
 from a3d_mesh.train.refine import RefineStage
 
+EDIT_FILE = "edit.json"
 
-def build_guides(cfg: RunConfig, prompts: PromptSet, device: torch.device, progress: Progress) -> tuple[Guide, Guide]:
-    """The coarse and refine stages' guides (they share one model and one embedding cache)."""
-    if cfg.guidance.kind == "images":
-        g = ImageTargetGuide.from_files(cfg.guidance.targets, prompts, cfg.guidance.target_weight_mask)
-        return g, g
-    progress.message(f"[guidance] loading {cfg.guidance.model} on {device}")
-    comps = load_components(cfg.guidance.model, device)
-    emb = encode_prompts(comps, prompts.prompts, prompts.negatives)
-    return (SDSGuide(SDSGuidance(comps, emb, cfg.coarse.sds, seed=cfg.seed)),
-            SDSGuide(SDSGuidance(comps, emb, cfg.refine.sds, seed=cfg.seed + 1)))
+
+def build_guides(cfg: RunConfig, prompts: PromptSet, device: torch.device, progress: Progress,
+                 run_dir: Path) -> tuple[Guide, Guide]:
+    """The coarse and refine stages' guides (they share one model and one embedding cache).
+
+    Edit runs (``guidance.pin_input``) wrap the refine guide so that e_0 reconstructs the input.
+    """
+    g = cfg.guidance
+    weights = dict(mask_weight=g.target_weight_mask, normal_weight=g.target_weight_normal,
+                   depth_weight=g.target_weight_depth)
+    pinned = load_mesh(run_dir / g.pin_input) if g.pin_input else None
+    if g.kind == "images":
+        if pinned is not None:  # targets name the prompts after the input
+            if len(g.targets) != len(prompts) - 1:
+                raise ValueError(f"guidance.targets lists {len(g.targets)} meshes for {len(prompts) - 1} prompts")
+            meshes = [pinned] + [load_mesh(t) for t in g.targets]
+            guide: Guide = ImageTargetGuide(meshes, **weights)
+        else:
+            guide = ImageTargetGuide.from_files(g.targets, prompts, **weights)
+        guide_c = guide_r = guide
+    else:
+        progress.message(f"[guidance] loading {g.model} on {device}")
+        comps = load_components(g.model, device)
+        emb = encode_prompts(comps, prompts.prompts, prompts.negatives)
+        guide_c = SDSGuide(SDSGuidance(comps, emb, cfg.coarse.sds, seed=cfg.seed))
+        guide_r = SDSGuide(SDSGuidance(comps, emb, cfg.refine.sds, seed=cfg.seed + 1))
+    if pinned is not None:
+        guide_r = PinnedGuide(ImageTargetGuide([pinned], **weights), guide_r)
+    return guide_c, guide_r
 
 
 def prepare_run_dir(out: Path, prompts: PromptSet | None, cfg: RunConfig | None, resume: bool) -> tuple[PromptSet, RunConfig]:
@@ -63,20 +88,48 @@ def prepare_run_dir(out: Path, prompts: PromptSet | None, cfg: RunConfig | None,
 
 
 def train(prompts: PromptSet, cfg: RunConfig, out: Path, progress: Progress) -> None:
-    """Both stages, each resumed from its checkpoint when there is one."""
+    """Both stages (edit runs: refine only, from the input mesh), each resumed from its checkpoint."""
     device = resolve_device(cfg.device)
     ckpts = out / "checkpoints"
-    guide_c, guide_r = build_guides(cfg, prompts, device, progress)
+    try:
+        guide_c, guide_r = build_guides(cfg, prompts, device, progress, out)
+    except ValueError as e:  # unreadable target meshes, wrong counts
+        raise RunError(str(e)) from None
+    n = len(prompts)
     torch.manual_seed(cfg.seed)
-    coarse = CoarseStage(cfg, len(prompts), guide_c, device)
-    run_stage(coarse, ckpts / "coarse.pt", cfg.checkpoint_every, progress)
+    if cfg.guidance.pin_input:
+        color, background = nerf_field(cfg, n).to(device), Background().to(device)
+    else:
+        coarse = CoarseStage(cfg, n, guide_c, device)
+        run_stage(coarse, ckpts / "coarse.pt", cfg.checkpoint_every, progress)
+        color, background = coarse.field, coarse.background
     torch.manual_seed(cfg.seed + 1)
-    refine = RefineStage(cfg, len(prompts), guide_r, coarse.field, coarse.background, device)
+    refine = RefineStage(cfg, n, guide_r, color, background, device)
     if not (ckpts / "refine.pt").exists():
-        progress.message("[refine] initialising the shared DMTet grid from the coarse NeRF")
-        refine.initialise(progress.message)
+        if cfg.guidance.pin_input:
+            progress.message("[refine] initialising every object from the input mesh's signed distance")
+            refine.initialise_from_mesh(*load_mesh(out / cfg.guidance.pin_input))
+        else:
+            progress.message("[refine] initialising the shared DMTet grid from the coarse NeRF")
+            refine.initialise(progress.message)
         atomic_torch_save({"step": 0, "stage": refine.state_dict()}, ckpts / "refine.pt")
     run_stage(refine, ckpts / "refine.pt", cfg.checkpoint_every, progress)
+
+
+def finish(out: Path, specs: list[HybridSpec], progress: Progress) -> Path:
+    """Previews, exports and the manifest of a trained run folder."""
+    ts = TrainedSet.load(out)
+    previews = write_previews(ts, out / "previews", specs)
+    progress.message(f"[previews] {len(previews)} files in {out / 'previews'}")
+    frame_file = out / EDIT_FILE
+    edit_info = json.loads(frame_file.read_text(encoding="utf-8")) if frame_file.exists() else None
+    transform = None
+    if edit_info and edit_info["keep_input_frame"]:
+        transform = SetTransform.from_dict(edit_info["input_frame"])
+    assets = export_set(ts, out / "export", extra=hybrid_items(ts, specs), log=progress.message, transform=transform)
+    manifest = write_manifest(out, ts, assets, previews, extra={"edit": edit_info} if edit_info else None)
+    progress.message(f"[done] {len(assets)} asset(s); manifest {manifest}")
+    return manifest
 
 
 def run(out: Path, prompts: PromptSet | None = None, cfg: RunConfig | None = None, resume: bool = False,
@@ -93,10 +146,31 @@ def run(out: Path, prompts: PromptSet | None = None, cfg: RunConfig | None = Non
     specs = hybrids(prompts, cfg) if hybrids is not None else []
     progress.message(f"[run] {len(prompts)} object(s): {', '.join(prompts.names)} -> {out}")
     train(prompts, cfg, out, progress)
-    ts = TrainedSet.load(out)
-    previews = write_previews(ts, out / "previews", specs)
-    progress.message(f"[previews] {len(previews)} files in {out / 'previews'}")
-    assets = export_set(ts, out / "export", extra=hybrid_items(ts, specs), log=progress.message)
-    manifest = write_manifest(out, ts, assets, previews)
-    progress.message(f"[done] {len(assets)} asset(s); manifest {manifest}")
-    return manifest
+    return finish(out, specs, progress)
+
+
+def edit(out: Path, input_mesh: Path | None = None, targets: PromptSet | None = None, cfg: RunConfig | None = None,
+         input_prompt: str = "a 3D model", keep_input_frame: bool = False, resume: bool = False,
+         progress: Progress | None = None) -> Path:
+    """Structure-preserving transformation: object 0 is ``input_mesh``, the others ``targets``.
+
+    The normalised input is saved in the run folder, so ``resume`` needs only ``out``.
+    """
+    progress = progress or Progress()
+    if resume:
+        return run(out, resume=True, progress=progress)
+    assert input_mesh is not None and targets is not None and cfg is not None
+    if "input" in targets.names:
+        raise RunError("the asset name 'input' is taken by the input mesh; rename that prompt")
+    inp = prepare_input(input_mesh, cfg.bound)  # fails before anything is written
+    if any(v for step in inp.repairs.get("steps", {}).values() for v in step.values()):
+        progress.message(f"[edit] warning: the input mesh was repaired ({inp.repairs['input']} -> {inp.repairs['output']})")
+    prompts_all = [input_prompt] + targets.prompts
+    pset = PromptSet(["input"] + targets.names, prompts_all, negative_prompts(prompts_all, cfg.guidance.negative_prompt))
+    cfg = dataclasses.replace(cfg, guidance=dataclasses.replace(cfg.guidance, pin_input=INPUT_FILE))
+    prepare_run_dir(out, pset, cfg, resume=False)
+    save_input(inp, out)
+    info = {"input": str(input_mesh), "repairs": inp.repairs, "input_frame": inp.to_input_frame.to_dict(),
+            "keep_input_frame": keep_input_frame}
+    atomic_write_text(out / EDIT_FILE, json.dumps(info, indent=2) + "\n")
+    return run(out, resume=True, progress=progress)

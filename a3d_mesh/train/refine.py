@@ -19,8 +19,8 @@ import torch
 from a3d_mesh.cameras import orbit_cameras, pixel_rays, sample_cameras
 from a3d_mesh.config import RunConfig
 from a3d_mesh.fields import NeRFField
-from a3d_mesh.geometry import (DMTetField, fit_dmtet, laplacian_smoothness, marching_tets, normal_consistency,
-                               sdf_sign_entropy, tet_grid)
+from a3d_mesh.geometry import (DMTetField, fit_dmtet, laplacian_smoothness, marching_tets, mesh_target,
+                               normal_consistency, sdf_sign_entropy, tet_grid)
 from a3d_mesh.render.shading import Background, random_light, render_mesh
 from a3d_mesh.simplex import corner, sample_code
 from a3d_mesh.train.coarse import render_nerf
@@ -114,6 +114,12 @@ class RefineStage:
         ]
         fit_dmtet(self.dmtet, targets, steps=c.init_steps, generator=self.generator, clamp=1.0)
 
+    def initialise_from_mesh(self, verts: torch.Tensor, faces: torch.Tensor) -> None:
+        """Every corner starts as the input mesh (editing use): fit to its signed distance."""
+        target = mesh_target(verts.to(self.device), faces.to(self.device))
+        fit_dmtet(self.dmtet, [target] * self.n, steps=self.cfg.refine.init_steps, generator=self.generator,
+                  cache_targets=True)  # metric distances: no clamp, so far-field signs are stable
+
     def step(self, i: int) -> dict[str, float]:
         c, g = self.cfg.refine, self.generator
         code = sample_code(self.n, self.cfg.sampling, g)
@@ -124,7 +130,7 @@ class RefineStage:
         sdf, grid_verts = self.dmtet.sdf_and_verts(u)
         verts, faces = marching_tets(grid_verts, self.dmtet.tets, sdf)
         res, b = c.resolution, len(cams)
-        if self.guide.flat_background:
+        if self.guide.flat_background(code):
             bg = flat_bg.to(self.device).expand(b, res, res, 3)
         else:
             bg = self.background(pixel_rays(cams.to(self.device), res, res)[1])
@@ -134,7 +140,8 @@ class RefineStage:
             out = render_mesh(verts, faces, cams, res, color_fn=lambda p: self.color(p, u)[1], light_dir=light,
                               background=bg)
             progress = i / max(self.total_steps, 1)
-            loss, logs = self.guide(StepRender(out.rgb, out.mask, bg, code, cams, light, progress), g)
+            loss, logs = self.guide(StepRender(out.rgb, out.mask, bg, code, cams, light, progress, out.normal,
+                                               out.depth), g)
             if c.normal_consistency_weight > 0:
                 loss = loss + c.normal_consistency_weight * normal_consistency(verts, faces)
             if c.laplacian_weight > 0:

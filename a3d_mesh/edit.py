@@ -1,0 +1,103 @@
+"""Structure-preserving transformation of an input mesh (method note, section 4).
+
+Object 0 of the set is the input mesh. Its corner e_0 is pinned to it: the shared DMTet grid is
+initialised from the mesh's signed distance at *every* corner (so every object starts as the
+input, in its pose), and a reconstruction loss on renders (mask, colour, normals, depth) holds e_0
+to it, while the guide (SDS over the simplex edges, or target images) moves the other corners to
+their prompts. Nothing else differs from a normal refine stage.
+
+The input is normalised into the set's world frame: its bounding-box centre goes to the origin
+and its largest half-extent to ``FILL * bound``. The inverse is kept so results can be mapped back
+(``--keep-input-frame``).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from a3d_mesh.export import SetTransform, clean_mesh
+from a3d_mesh.export.atomic import atomic_write_bytes
+from a3d_mesh.simplex import CodeSample
+from a3d_mesh.train.guide import Guide, ImageTargetGuide, StepRender, load_mesh
+
+FILL = 0.8  # largest half-extent of the normalised input, as a fraction of the scene cube
+MAX_INPUT_FACES = 2_000_000
+INPUT_FILE = "input.ply"
+SUPPORTED = (".glb", ".gltf", ".obj", ".ply")
+
+
+class EditInputError(ValueError):
+    """An input mesh that cannot be used (one-line message)."""
+
+
+@dataclass
+class InputMesh:
+    """The input in the set's frame: verts [V,3] float32, faces [F,3] int64, the map back to the
+    input's own frame, and what cleanup changed."""
+
+    verts: torch.Tensor
+    faces: torch.Tensor
+    to_input_frame: SetTransform
+    repairs: dict[str, Any]
+
+
+def prepare_input(path: str | Path, bound: float = 1.0, max_faces: int = MAX_INPUT_FACES) -> InputMesh:
+    """Read, check, repair and normalise an input mesh; every failure is an :class:`EditInputError`."""
+    p = Path(path)
+    if p.suffix.lower() not in SUPPORTED:
+        raise EditInputError(f"unsupported input mesh format '{p.suffix or p.name}' (use {', '.join(SUPPORTED)})")
+    try:
+        v, f = load_mesh(p)
+    except ValueError as e:
+        raise EditInputError(str(e)) from None
+    if f.shape[0] > max_faces:
+        raise EditInputError(f"input mesh {p} has {f.shape[0]} faces; decimate it below {max_faces} first")
+    cv, cf, report = clean_mesh(v.numpy(), f.numpy())
+    if len(cf) == 0:
+        raise EditInputError(f"input mesh {p} has no usable triangles after cleanup")
+    lo, hi = cv.min(0), cv.max(0)
+    half = float((hi - lo).max()) / 2
+    if not np.isfinite(half) or half <= 0:
+        raise EditInputError(f"input mesh {p} is degenerate (zero size)")
+    centre = (lo + hi) / 2
+    s = FILL * bound / half
+    verts = torch.from_numpy(((cv - centre) * s).astype(np.float32))
+    back = SetTransform(scale=1.0 / s, translation=tuple(float(c) for c in centre), height_m=float(hi[1] - lo[1]),
+                        convention="the input mesh's own frame and units (--keep-input-frame)")
+    return InputMesh(verts, torch.from_numpy(np.asarray(cf, dtype=np.int64)), back, report)
+
+
+def save_input(mesh: InputMesh, run_dir: Path) -> Path:
+    """Write the normalised input into the run folder (what resume and export read)."""
+    import trimesh
+
+    buf = io.BytesIO()
+    trimesh.Trimesh(mesh.verts.numpy(), mesh.faces.numpy(), process=False).export(buf, file_type="ply")
+    return atomic_write_bytes(run_dir / INPUT_FILE, buf.getvalue())
+
+
+def is_pinned(code: CodeSample) -> bool:
+    """True for the input's own corner e_0."""
+    return float(code.u[0]) == 1.0
+
+
+class PinnedGuide:
+    """Reconstruction of the input at e_0, the ``other`` guide everywhere else."""
+
+    def __init__(self, pinned: ImageTargetGuide, other: Guide) -> None:
+        self.pinned, self.other = pinned, other
+
+    def flat_background(self, code: CodeSample) -> bool:
+        return True if is_pinned(code) else self.other.flat_background(code)
+
+    def __call__(self, r: StepRender, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        if is_pinned(r.code):
+            loss, logs = self.pinned(r, generator)
+            return loss, {"recon": logs["img"]}
+        return self.other(r, generator)
