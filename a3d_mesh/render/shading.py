@@ -49,7 +49,8 @@ def to_clip(verts: torch.Tensor, mvp: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class MeshRender:
-    """Top-row-first images: rgb [B,H,W,3], mask [B,H,W,1], normal [B,H,W,3] (world, 0 off-mesh),
+    """Top-row-first images: rgb [B,H,W,3], mask [B,H,W,1] (antialiased coverage, differentiable at
+    silhouettes), normal [B,H,W,3] (world, 0 off-mesh),
     depth [B,H,W,1] (camera distance along the ray axis, 0 off-mesh)."""
 
     rgb: torch.Tensor
@@ -93,10 +94,12 @@ def render_mesh(verts: torch.Tensor, faces: torch.Tensor, cams: Cameras, resolut
     else:
         bg = torch.full_like(color, float(background))
     color = color * mask + bg * (1 - mask)
-    color = antialias(color.contiguous(), rast, clip, tri)
+    # Coverage is antialiased with the colour so silhouettes (mask losses) get vertex gradients.
+    rgba = antialias(torch.cat([color, mask], -1).contiguous(), rast, clip, tri)
+    color, coverage = rgba[..., :3], rgba[..., 3:]
     cam_z = torch.einsum("bij,bhwj->bhwi", cams.view[:, :3, :3].to(pos), pos) + cams.view[:, None, None, :3, 3].to(pos)
     depth = (-cam_z[..., 2:3]) * mask
-    return MeshRender(color.flip(1), mask.flip(1), (nrm * mask).flip(1), depth.flip(1))
+    return MeshRender(color.flip(1), coverage.flip(1), (nrm * mask).flip(1), depth.flip(1))
 
 
 def random_light(cams: Cameras, generator: torch.Generator, spread_deg: float = 45.0) -> torch.Tensor:
