@@ -28,7 +28,7 @@ from a3d_mesh.prompts import PromptSet, load_prompts
 from a3d_mesh.render.shading import render_mesh
 from a3d_mesh.simplex import corner, sweep
 from a3d_mesh.train.coarse import nerf_field
-from a3d_mesh.train.loop import load_checkpoint
+from a3d_mesh.train.loop import Progress, load_checkpoint
 from a3d_mesh.train.previews import headlight, labelled_grid, row, save_gif, save_png
 
 Code = torch.Tensor | Callable[[torch.Tensor], torch.Tensor]  # [K] or u(x): points [N,3] -> [N,K]
@@ -110,21 +110,40 @@ def render_views(ts: TrainedSet, u: Code, n_views: int, resolution: int) -> torc
     return out.rgb.cpu()
 
 
-def hybrid_items(ts: TrainedSet, hybrids: Sequence[HybridSpec]) -> list[tuple[str, Code, dict[str, Any]]]:
-    """(name, code field u(x), manifest info) for each hybrid of the set."""
-    return [(h.name, code_field(h, ts.n), {"kind": "hybrid", "hybrid": h.to_dict()}) for h in hybrids]
+@dataclass(frozen=True)
+class Extra:
+    """An asset beyond the set's objects (a hybrid): name, code (field), manifest info, and the
+    model that evaluates it (``None``: the set's own; a fine-tuned copy for ``--hybrid-finetune``)."""
+
+    name: str
+    code: Code
+    info: dict[str, Any]
+    model: "TrainedSet | None" = None
 
 
-def write_previews(ts: TrainedSet, out_dir: Path, hybrids: Sequence[HybridSpec] = (), objects: bool = True) -> list[str]:
-    """``<name>.png`` turnarounds of objects and hybrids; with ``objects`` also ``set.png`` (the set
-    side by side) and ``transition_<a>_<b>.gif`` sweeps between pairs."""
+def hybrid_items(ts: TrainedSet, hybrids: Sequence[HybridSpec], finetune_steps: int = 0,
+                 progress: Progress | None = None) -> list[Extra]:
+    """One :class:`Extra` per hybrid; with ``finetune_steps`` each is first fine-tuned on a copy of
+    the model (:mod:`a3d_mesh.train.finetune`; ``ts`` stays untouched) and its info records it."""
+    if finetune_steps <= 0:
+        return [Extra(h.name, code_field(h, ts.n), {"kind": "hybrid", "hybrid": h.to_dict()}) for h in hybrids]
+    from a3d_mesh.train.finetune import finetune_hybrids  # lazy: it imports this module's TrainedSet type
+
+    tuned = finetune_hybrids(ts, hybrids, finetune_steps, progress)
+    return [Extra(h.name, code_field(h, ts.n), {"kind": "hybrid", "hybrid": h.to_dict(), "finetune": rec},
+                  None if model is ts else model) for h, (model, rec) in zip(hybrids, tuned)]
+
+
+def write_previews(ts: TrainedSet, out_dir: Path, extras: Sequence[Extra] = (), objects: bool = True) -> list[str]:
+    """``<name>.png`` turnarounds of objects and extras (hybrids, each with its own model); with
+    ``objects`` also ``set.png`` (the set side by side) and ``transition_<a>_<b>.gif`` sweeps."""
     p = ts.cfg.preview
     files: list[str] = []
     strips, labels = [], []
-    items = [(name, ts.code(k), f"{name}: {ts.prompts.prompts[k]}") for k, name in enumerate(ts.prompts.names)] if objects else []
-    items += [(name, u, f"{name} (hybrid): {info['hybrid']['spec']}") for name, u, info in hybrid_items(ts, hybrids)]
-    for name, u, label in items:
-        strip = row(render_views(ts, u, p.views, p.resolution))
+    items = [(name, ts, ts.code(k), f"{name}: {ts.prompts.prompts[k]}") for k, name in enumerate(ts.prompts.names)] if objects else []
+    items += [(e.name, e.model or ts, e.code, f"{e.name} (hybrid{_tuned(e)}): {e.info['hybrid']['spec']}") for e in extras]
+    for name, model, u, label in items:
+        strip = row(render_views(model, u, p.views, p.resolution))
         strips.append(strip)
         labels.append(label)
         files.append(save_png(out_dir / f"{name}.png", strip).name)
@@ -139,11 +158,17 @@ def write_previews(ts: TrainedSet, out_dir: Path, hybrids: Sequence[HybridSpec] 
     return files
 
 
+def _tuned(e: Extra) -> str:
+    steps = e.info.get("finetune", {}).get("steps", 0)
+    return f", fine-tuned {steps} steps" if steps else ""
+
+
 def export_set(ts: TrainedSet, out_dir: Path, formats: list[str] | None = None, texture_size: int | None = None,
-               target_faces: int | None = None, extra: Sequence[tuple[str, Code, dict[str, Any]]] = (),
+               target_faces: int | None = None, extra: Sequence[Extra] = (),
                log: Callable[[str], None] = lambda s: None, only_extra: bool = False,
                transform: SetTransform | None = None) -> list[dict[str, Any]]:
-    """Export every object and every ``extra`` (name, code, info) asset (hybrids); returns manifest records.
+    """Export every object and every :class:`Extra` (hybrids, each evaluated by its own model);
+    returns manifest records.
 
     One transform serves the whole set and is computed from the objects alone, so assets added
     later (``only_extra``: hybrids of a finished run) land in exactly the same frame. An explicit
@@ -151,38 +176,41 @@ def export_set(ts: TrainedSet, out_dir: Path, formats: list[str] | None = None, 
     """
     e = ts.cfg.export
     formats = formats or e.formats
-    objects: list[tuple[str, Code, dict[str, Any]]] = [
-        (name, ts.code(k), {"kind": "object", "prompt": ts.prompts.prompts[k],
-                            "negative_prompt": ts.prompts.negatives[k], "code": ts.code(k).tolist()})
-        for k, name in enumerate(ts.prompts.names)
-    ]
-    meshes = {name: ts.mesh(u) for name, u, _ in objects + list(extra)}
+    objects = [Extra(name, ts.code(k), {"kind": "object", "prompt": ts.prompts.prompts[k],
+                                        "negative_prompt": ts.prompts.negatives[k], "code": ts.code(k).tolist()})
+               for k, name in enumerate(ts.prompts.names)]
+    meshes = {x.name: (x.model or ts).mesh(x.code) for x in objects + list(extra)}
     empty = [n for n, (_, f) in meshes.items() if f.shape[0] == 0]
     if empty:
         raise RunError(f"asset '{empty[0]}' has an empty surface; nothing to export (train longer or check the prompts)")
-    if transform is None:
-        transform = set_transform([meshes[n][0].cpu().numpy() for n, _, _ in objects], height_m=e.height_m)
+    if transform is None:  # from the set's own objects, never from a fine-tuned copy
+        transform = set_transform([meshes[x.name][0].cpu().numpy() for x in objects], height_m=e.height_m)
     records = []
-    for name, u, info in ([] if only_extra else objects) + list(extra):
-        v, f = meshes[name]
-        log(f"[export] {name}: {f.shape[0]} faces -> {', '.join(formats)}")
-        rec = export_asset(name, v.cpu(), f.cpu(), ts.color_fn(u), out_dir, formats=formats,
+    for x in ([] if only_extra else objects) + list(extra):
+        v, f = meshes[x.name]
+        log(f"[export] {x.name}: {f.shape[0]} faces -> {', '.join(formats)}")
+        rec = export_asset(x.name, v.cpu(), f.cpu(), (x.model or ts).color_fn(x.code), out_dir, formats=formats,
                            texture_size=texture_size or e.texture_size, target_faces=target_faces or e.target_faces,
                            transform=transform, uv_timeout_s=e.uv_timeout_s)
-        records.append({**info, **rec})
+        records.append({**x.info, **rec})
     return records
+
+
+_MANIFEST_KEYS = ("a3d_mesh_version", "created", "prompts", "guidance_model", "assets", "previews")
 
 
 def write_manifest(run_dir: Path, ts: TrainedSet, assets: list[dict[str, Any]], previews: list[str],
                    keep_existing: bool = False, extra: dict[str, Any] | None = None) -> Path:
     """``manifest.json``: every asset (name, prompt, code, files, counts, sha256) and the previews.
 
-    With ``keep_existing`` the assets and previews already listed are kept unless replaced by name
-    (adding hybrids to a finished run).
+    With ``keep_existing`` the assets and previews already listed are kept unless replaced by name,
+    and so are the old manifest's other records (adding hybrids to a finished run).
     """
     path = run_dir / "manifest.json"
+    kept: dict[str, Any] = {}
     if keep_existing and path.exists():
         old = json.loads(path.read_text(encoding="utf-8"))
+        kept = {k: v for k, v in old.items() if k not in _MANIFEST_KEYS}  # e.g. an edit run's "edit" record
         names = {a["name"] for a in assets}
         assets = [a for a in old.get("assets", []) if a["name"] not in names] + assets
         previews = sorted(set(p.removeprefix("previews/") for p in old.get("previews", [])) | set(previews))
@@ -193,6 +221,7 @@ def write_manifest(run_dir: Path, ts: TrainedSet, assets: list[dict[str, Any]], 
         "guidance_model": ts.cfg.guidance.model if ts.cfg.guidance.kind == "sds" else "images",
         "assets": assets,
         "previews": [f"previews/{p}" for p in previews],
+        **kept,
         **(extra or {}),
     }
     return atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")

@@ -14,6 +14,7 @@ and its largest half-extent to ``FILL * bound``. The inverse is kept so results 
 from __future__ import annotations
 
 import io
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from a3d_mesh.train.guide import Guide, ImageTargetGuide, StepRender, load_mesh
 FILL = 0.8  # largest half-extent of the normalised input, as a fraction of the scene cube
 MAX_INPUT_FACES = 2_000_000
 INPUT_FILE = "input.ply"
+EDIT_FILE = "edit.json"  # in the run folder: the input, its repairs, the map back, --keep-input-frame
 SUPPORTED = (".glb", ".gltf", ".obj", ".ply")
 
 
@@ -101,3 +103,17 @@ class PinnedGuide:
             loss, logs = self.pinned(r, generator)
             return loss, {"recon": logs["img"]}
         return self.other(r, generator)
+
+
+def read_edit_info(run_dir: Path) -> dict[str, Any] | None:
+    """The run folder's ``edit.json`` record, or None for a run that is not an edit."""
+    path = Path(run_dir) / EDIT_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def export_transform(info: dict[str, Any] | None) -> SetTransform | None:
+    """The export frame an edit run asked for: the input's own (``--keep-input-frame``), else None
+    (the set's usual metre frame). Every asset of the run, hybrids added later included, uses it."""
+    if info and info.get("keep_input_frame"):
+        return SetTransform.from_dict(info["input_frame"])
+    return None

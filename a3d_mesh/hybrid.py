@@ -6,7 +6,8 @@ corners ``e_k`` across a transition of width ``blend`` (world units) so seams do
 
 Two ways to say it:
 
-- ``parse_hybrid("NAME=SOURCE[@REGION][,SOURCE[@REGION]...]", names)``: SOURCE is an asset name
+- ``parse_hybrid("NAME=SOURCE[@REGION][,SOURCE[@REGION]...]", names)`` (``parse_all`` for every
+  ``--hybrid`` and ``--hybrid-anchors`` of a command at once): SOURCE is an asset name
   or a 0-based index; REGION is ``x>v`` / ``x<v`` (also ``>=`` / ``<=``, same meaning; likewise
   y, z) or ``box:x0,y0,z0,x1,y1,z1``; a SOURCE without a region takes the rest of space.
 - ``load_anchors(path, names)``: a YAML/JSON list of ``{point: [x, y, z], source: NAME_OR_INDEX}``
@@ -243,9 +244,12 @@ def parse_hybrid(text: str, names: Sequence[str], blend: float = 0.1, bound: flo
     return HybridSpec(name=name, parts=tuple(parts), blend=float(blend), text=spec)
 
 
-def parse_hybrids(texts: Sequence[str], names: Sequence[str], blend: float = 0.1, bound: float = 1.0) -> tuple[HybridSpec, ...]:
-    """Parse several ``--hybrid`` values; also rejects two hybrids with the same name."""
+def parse_all(texts: Sequence[str], anchor_files: Sequence[str | Path], names: Sequence[str], blend: float = 0.1,
+              bound: float = 1.0) -> tuple[HybridSpec, ...]:
+    """Every ``--hybrid`` spec, then every ``--hybrid-anchors`` file (named after its stem), as one
+    tuple; the one place that rejects two hybrids of the same name, whatever they come from."""
     specs = tuple(parse_hybrid(t, names, blend, bound) for t in texts)
+    specs += tuple(load_anchors(a, names, blend, bound) for a in anchor_files)
     seen: set[str] = set()
     for s in specs:
         if s.name in seen:

@@ -32,6 +32,8 @@ HYBRID_HELP = ("A hybrid asset: NAME=SOURCE[@REGION][,SOURCE[@REGION]...]; SOURC
                "takes the rest of space. Repeatable.")
 ANCHORS_HELP = "A YAML/JSON list of {point: [x, y, z], source: NAME} blended by radial basis functions (one hybrid per file)."
 BLEND_HELP = "Width of the transition between hybrid regions, in scene units (the scene cube is [-1, 1]^3)."
+FINETUNE_HELP = ("Polish each hybrid with STEPS of SDS at a mixed prompt, on a copy of the model (the set is untouched); "
+                 "skipped with a message for guidance.kind=images runs.")
 
 
 def fail(message: str, code: int) -> None:
@@ -82,6 +84,7 @@ def run(
     hybrid: Optional[List[str]] = typer.Option(None, "--hybrid", help=HYBRID_HELP),
     hybrid_anchors: Optional[List[Path]] = typer.Option(None, "--hybrid-anchors", help=ANCHORS_HELP),
     blend: float = typer.Option(0.1, "--blend", help=BLEND_HELP),
+    hybrid_finetune: Optional[str] = typer.Option(None, "--hybrid-finetune", metavar="STEPS", help=FINETUNE_HELP),
     overrides: Optional[List[str]] = typer.Argument(None, help="Config overrides, e.g. refine.steps=300 export.formats=glb,obj"),
 ) -> None:
     """Generate an aligned set: one textured mesh per prompt, previews and a manifest.
@@ -94,7 +97,7 @@ def run(
 
       a3d-mesh run pets.txt --out runs/pets --resume
 
-      a3d-mesh run pets.txt --preset tiny --hybrid dogcat=dog@x>0,cat
+      a3d-mesh run pets.txt --preset tiny --hybrid dogcat=dog@x>0,cat --hybrid-finetune 50
     """
     from a3d_mesh.config import load_config
     from a3d_mesh.prompts import load_prompts
@@ -104,16 +107,17 @@ def run(
     def go() -> Path:
         run_dir = out or Path("runs") / prompts.stem
         progress = Progress(quiet=quiet)
+        build, steps = hybrid_specs(hybrid, hybrid_anchors, blend), finetune_steps(hybrid_finetune, hybrid, hybrid_anchors)
         if resume:
             if overrides or seed is not None:
                 from a3d_mesh.config import ConfigError
                 raise ConfigError("--resume continues with the run's saved config.yaml; drop the overrides and --seed")
-            return run_pipeline(run_dir, load_prompts(prompts), resume=True, progress=progress,
-                                hybrids=hybrid_specs(hybrid, hybrid_anchors, blend))
+            return run_pipeline(run_dir, load_prompts(prompts), resume=True, progress=progress, hybrids=build,
+                                hybrid_finetune=steps)
         extra = list(overrides or []) + ([f"seed={seed}"] if seed is not None else [])
         cfg = load_config(preset, extra)
         pset = load_prompts(prompts, cfg.guidance.negative_prompt)
-        return run_pipeline(run_dir, pset, cfg, progress=progress, hybrids=hybrid_specs(hybrid, hybrid_anchors, blend))
+        return run_pipeline(run_dir, pset, cfg, progress=progress, hybrids=build, hybrid_finetune=steps)
 
     manifest = guarded(go)
     if not quiet:
@@ -126,18 +130,22 @@ def hybrid_specs(specs: Optional[List[str]], anchors: Optional[List[Path]], blen
         return None
 
     def build(prompts, cfg):  # noqa: ANN001, ANN202
-        from a3d_mesh.hybrid import HybridError, load_anchors, parse_hybrids
+        from a3d_mesh.hybrid import parse_all
 
-        out = list(parse_hybrids(specs or [], prompts.names, blend, cfg.bound))
-        out += [load_anchors(a, prompts.names, blend, cfg.bound) for a in anchors or []]
-        seen: set[str] = set()
-        for h in out:
-            if h.name in seen:
-                raise HybridError(f"two hybrids are named '{h.name}'")
-            seen.add(h.name)
-        return out
+        return list(parse_all(specs or [], anchors or [], prompts.names, blend, cfg.bound))
 
     return build
+
+
+def finetune_steps(text: Optional[str], specs: Optional[List[str]], anchors: Optional[List[Path]]) -> int:
+    """``--hybrid-finetune`` as a step count (0 when not given); it needs a hybrid to act on."""
+    from a3d_mesh.config import ConfigError
+    from a3d_mesh.train.finetune import parse_steps
+
+    steps = parse_steps(text)
+    if text is not None and not specs and not anchors:
+        raise ConfigError("--hybrid-finetune needs at least one --hybrid or --hybrid-anchors")
+    return steps
 
 
 @app.command()
@@ -147,31 +155,33 @@ def hybrid(
     hybrid_anchors: Optional[List[Path]] = typer.Option(None, "--hybrid-anchors", help=ANCHORS_HELP),
     blend: float = typer.Option(0.1, "--blend", help=BLEND_HELP),
     formats: Optional[str] = typer.Option(None, "--format", "-f", help="Comma-separated formats [default: the run's]."),
+    hybrid_finetune: Optional[str] = typer.Option(None, "--hybrid-finetune", metavar="STEPS", help=FINETUNE_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Mix parts of a trained set into new assets, without retraining; adds them to the run's
-    previews, export/ and manifest.
+    previews, export/ and manifest. Works on edit runs too (the input is 'input' or 0; a
+    --keep-input-frame edit exports its hybrids in the input's frame as well).
 
-    Example: a3d-mesh hybrid runs/pets --hybrid dogcat=dog@y>0.2,cat --blend 0.15
+    Example: a3d-mesh hybrid runs/pets --hybrid dogcat=dog@y>0.2,cat --blend 0.15 --hybrid-finetune 50
     """
     from a3d_mesh.assets import TrainedSet, export_set, hybrid_items, write_manifest, write_previews
     from a3d_mesh.config import ConfigError
+    from a3d_mesh.edit import export_transform, read_edit_info
     from a3d_mesh.train.loop import Progress
 
     def go() -> Path:
         build = hybrid_specs(hybrid, hybrid_anchors, blend)
         if build is None:
             raise ConfigError("give at least one --hybrid or --hybrid-anchors")
+        steps = finetune_steps(hybrid_finetune, hybrid, hybrid_anchors)
         fmts = [f.strip() for f in formats.split(",")] if formats else None
         ts = TrainedSet.load(run_dir)
-        specs = build(ts.prompts, ts.cfg)
+        specs = build(ts.prompts, ts.cfg)  # also rejects names that clash with the set's assets
         progress = Progress(quiet=quiet)
-        clash = [h.name for h in specs if h.name in ts.prompts.names]
-        if clash:
-            raise ConfigError(f"hybrid name '{clash[0]}' is already an asset of the set")
-        previews = write_previews(ts, run_dir / "previews", specs, objects=False)
-        assets = export_set(ts, run_dir / "export", fmts, extra=hybrid_items(ts, specs), log=progress.message,
-                            only_extra=True)
+        extras = hybrid_items(ts, specs, steps, progress)
+        previews = write_previews(ts, run_dir / "previews", extras, objects=False)
+        assets = export_set(ts, run_dir / "export", fmts, extra=extras, log=progress.message, only_extra=True,
+                            transform=export_transform(read_edit_info(run_dir)))
         return write_manifest(run_dir, ts, assets, previews, keep_existing=True)
 
     manifest = guarded(go)
@@ -191,6 +201,10 @@ def edit(
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (overrides the preset's)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the edit run in --out from its last checkpoint."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
+    hybrid: Optional[List[str]] = typer.Option(None, "--hybrid", help=HYBRID_HELP + " The input is 'input' or 0."),
+    hybrid_anchors: Optional[List[Path]] = typer.Option(None, "--hybrid-anchors", help=ANCHORS_HELP),
+    blend: float = typer.Option(0.1, "--blend", help=BLEND_HELP),
+    hybrid_finetune: Optional[str] = typer.Option(None, "--hybrid-finetune", metavar="STEPS", help=FINETUNE_HELP),
     overrides: Optional[List[str]] = typer.Argument(None, help="Config overrides, e.g. refine.steps=300"),
 ) -> None:
     """Transform an input mesh into new objects that keep its pose and part layout.
@@ -199,6 +213,8 @@ def edit(
     objects start from it and move towards their prompts.
 
     Example: a3d-mesh edit chair.glb styles.txt --preset fast --input-prompt "a wooden chair"
+
+    Example: a3d-mesh edit chair.glb styles.txt --hybrid mix=input@y<0,1 --keep-input-frame
     """
     from a3d_mesh.config import ConfigError, load_config
     from a3d_mesh.prompts import load_prompts
@@ -208,13 +224,15 @@ def edit(
     def go() -> Path:
         run_dir = out or Path("runs") / f"{input_mesh.stem}-edit"
         progress = Progress(quiet=quiet)
+        build, steps = hybrid_specs(hybrid, hybrid_anchors, blend), finetune_steps(hybrid_finetune, hybrid, hybrid_anchors)
         if resume:
             if overrides or seed is not None:
                 raise ConfigError("--resume continues with the run's saved config.yaml; drop the overrides and --seed")
-            return edit_pipeline(run_dir, resume=True, progress=progress)
+            return edit_pipeline(run_dir, resume=True, progress=progress, hybrids=build, hybrid_finetune=steps)
         cfg = load_config(preset, list(overrides or []) + ([f"seed={seed}"] if seed is not None else []))
         targets = load_prompts(prompts, cfg.guidance.negative_prompt)
-        return edit_pipeline(run_dir, input_mesh, targets, cfg, input_prompt, keep_input_frame, progress=progress)
+        return edit_pipeline(run_dir, input_mesh, targets, cfg, input_prompt, keep_input_frame, progress=progress,
+                             hybrids=build, hybrid_finetune=steps)
 
     manifest = guarded(go)
     if not quiet:

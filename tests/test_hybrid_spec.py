@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from a3d_mesh.hybrid import HybridError, Region, code_field, load_anchors, parse_hybrid, parse_hybrids
+from a3d_mesh.hybrid import HybridError, Region, code_field, load_anchors, parse_all, parse_hybrid
 
 NAMES = ["dog", "cat", "fox"]
 
@@ -99,8 +99,21 @@ def test_rejected_blend_and_duplicate_hybrid_names() -> None:
     with pytest.raises(HybridError, match="blend width must be a finite number >= 0, got -0.1"):
         parse_hybrid("h=dog@x>0,cat", NAMES, blend=-0.1)
     with pytest.raises(HybridError, match="hybrid name 'h' is used twice"):
-        parse_hybrids(["h=dog@x>0,cat", "h=cat@y>0,fox"], NAMES)
-    assert [s.name for s in parse_hybrids(["a=dog@x>0,cat", "b=cat@y>0,fox"], NAMES)] == ["a", "b"]
+        parse_all(["h=dog@x>0,cat", "h=cat@y>0,fox"], [], NAMES)
+    assert [s.name for s in parse_all(["a=dog@x>0,cat", "b=cat@y>0,fox"], [], NAMES)] == ["a", "b"]
+
+
+def test_parse_all_rejects_a_spec_and_an_anchor_file_of_one_name(tmp_path: Path) -> None:
+    anchors = [{"point": [0.5, 0, 0], "source": "dog"}, {"point": [-0.5, 0, 0], "source": "cat"}]
+    (tmp_path / "h.json").write_text(json.dumps(anchors))
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "h.yaml").write_text(json.dumps(anchors))  # JSON is YAML
+    with pytest.raises(HybridError, match="hybrid name 'h' is used twice"):
+        parse_all(["h=dog@x>0,cat"], [tmp_path / "h.json"], NAMES)
+    with pytest.raises(HybridError, match="hybrid name 'h' is used twice"):
+        parse_all([], [tmp_path / "h.json", tmp_path / "sub" / "h.yaml"], NAMES)
+    both = parse_all(["a=dog@x>0,cat"], [tmp_path / "h.json"], NAMES, blend=0.2)
+    assert [(s.name, s.anchors is not None, s.blend) for s in both] == [("a", False, 0.2), ("h", True, 0.2)]
 
 
 def test_empty_region_follows_bound() -> None:

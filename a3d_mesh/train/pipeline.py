@@ -23,8 +23,7 @@ from a3d_mesh.assets import (RunError, TrainedSet, export_set, hybrid_items, res
                              write_previews)
 from a3d_mesh.config import RunConfig, dump_config, load_config
 from a3d_mesh.export.atomic import atomic_write_text
-from a3d_mesh.edit import INPUT_FILE, PinnedGuide, prepare_input, save_input
-from a3d_mesh.export import SetTransform
+from a3d_mesh.edit import EDIT_FILE, INPUT_FILE, PinnedGuide, export_transform, prepare_input, read_edit_info, save_input
 from a3d_mesh.guidance import SDSGuidance, encode_prompts, load_components
 from a3d_mesh.hybrid import HybridSpec
 from a3d_mesh.prompts import PromptSet, load_prompts, negative_prompts
@@ -33,8 +32,6 @@ from a3d_mesh.train.coarse import CoarseStage, nerf_field
 from a3d_mesh.train.guide import Guide, ImageTargetGuide, SDSGuide, load_mesh
 from a3d_mesh.train.loop import Progress, atomic_torch_save, run_stage
 from a3d_mesh.train.refine import RefineStage
-
-EDIT_FILE = "edit.json"
 
 
 def build_guides(cfg: RunConfig, prompts: PromptSet, device: torch.device, progress: Progress,
@@ -116,28 +113,28 @@ def train(prompts: PromptSet, cfg: RunConfig, out: Path, progress: Progress) -> 
     run_stage(refine, ckpts / "refine.pt", cfg.checkpoint_every, progress)
 
 
-def finish(out: Path, specs: list[HybridSpec], progress: Progress) -> Path:
-    """Previews, exports and the manifest of a trained run folder."""
+def finish(out: Path, specs: list[HybridSpec], progress: Progress, finetune_steps: int = 0) -> Path:
+    """Previews, exports and the manifest of a trained run folder (hybrids fine-tuned first when
+    ``finetune_steps`` > 0, on copies of the model: the set's own assets are unaffected)."""
     ts = TrainedSet.load(out)
-    previews = write_previews(ts, out / "previews", specs)
+    extras = hybrid_items(ts, specs, finetune_steps, progress)
+    previews = write_previews(ts, out / "previews", extras)
     progress.message(f"[previews] {len(previews)} files in {out / 'previews'}")
-    frame_file = out / EDIT_FILE
-    edit_info = json.loads(frame_file.read_text(encoding="utf-8")) if frame_file.exists() else None
-    transform = None
-    if edit_info and edit_info["keep_input_frame"]:
-        transform = SetTransform.from_dict(edit_info["input_frame"])
-    assets = export_set(ts, out / "export", extra=hybrid_items(ts, specs), log=progress.message, transform=transform)
+    edit_info = read_edit_info(out)
+    assets = export_set(ts, out / "export", extra=extras, log=progress.message, transform=export_transform(edit_info))
     manifest = write_manifest(out, ts, assets, previews, extra={"edit": edit_info} if edit_info else None)
     progress.message(f"[done] {len(assets)} asset(s); manifest {manifest}")
     return manifest
 
 
 def run(out: Path, prompts: PromptSet | None = None, cfg: RunConfig | None = None, resume: bool = False,
-        progress: Progress | None = None, hybrids: Callable[[PromptSet, RunConfig], list[HybridSpec]] | None = None) -> Path:
+        progress: Progress | None = None, hybrids: Callable[[PromptSet, RunConfig], list[HybridSpec]] | None = None,
+        hybrid_finetune: int = 0) -> Path:
     """Train (or resume) a set, then write previews, exports and the manifest; returns the manifest path.
 
     ``hybrids`` turns the run's prompts and config into hybrid specs; it is called before any
-    training so that a bad spec fails at once.
+    training so that a bad spec fails at once. ``hybrid_finetune``: SDS steps to polish each
+    hybrid with (:mod:`a3d_mesh.train.finetune`), 0 for none.
     """
     progress = progress or Progress()
     if prompts is not None and cfg is not None and hybrids is not None:
@@ -146,19 +143,22 @@ def run(out: Path, prompts: PromptSet | None = None, cfg: RunConfig | None = Non
     specs = hybrids(prompts, cfg) if hybrids is not None else []
     progress.message(f"[run] {len(prompts)} object(s): {', '.join(prompts.names)} -> {out}")
     train(prompts, cfg, out, progress)
-    return finish(out, specs, progress)
+    return finish(out, specs, progress, hybrid_finetune)
 
 
 def edit(out: Path, input_mesh: Path | None = None, targets: PromptSet | None = None, cfg: RunConfig | None = None,
          input_prompt: str = "a 3D model", keep_input_frame: bool = False, resume: bool = False,
-         progress: Progress | None = None) -> Path:
+         progress: Progress | None = None, hybrids: Callable[[PromptSet, RunConfig], list[HybridSpec]] | None = None,
+         hybrid_finetune: int = 0) -> Path:
     """Structure-preserving transformation: object 0 is ``input_mesh``, the others ``targets``.
 
-    The normalised input is saved in the run folder, so ``resume`` needs only ``out``.
+    The normalised input is saved in the run folder, so ``resume`` needs only ``out``. Hybrids
+    (``hybrids``, ``hybrid_finetune`` as for :func:`run`) may name the input as ``input`` or 0;
+    they are exported in the same frame as the rest (the input's own with ``keep_input_frame``).
     """
     progress = progress or Progress()
     if resume:
-        return run(out, resume=True, progress=progress)
+        return run(out, resume=True, progress=progress, hybrids=hybrids, hybrid_finetune=hybrid_finetune)
     assert input_mesh is not None and targets is not None and cfg is not None
     if "input" in targets.names:
         raise RunError("the asset name 'input' is taken by the input mesh; rename that prompt")
@@ -168,9 +168,11 @@ def edit(out: Path, input_mesh: Path | None = None, targets: PromptSet | None = 
     prompts_all = [input_prompt] + targets.prompts
     pset = PromptSet(["input"] + targets.names, prompts_all, negative_prompts(prompts_all, cfg.guidance.negative_prompt))
     cfg = dataclasses.replace(cfg, guidance=dataclasses.replace(cfg.guidance, pin_input=INPUT_FILE))
+    if hybrids is not None:
+        hybrids(pset, cfg)  # validate against the edit's names ('input' first) before anything is written
     prepare_run_dir(out, pset, cfg, resume=False)
     save_input(inp, out)
     info = {"input": str(input_mesh), "repairs": inp.repairs, "input_frame": inp.to_input_frame.to_dict(),
             "keep_input_frame": keep_input_frame}
     atomic_write_text(out / EDIT_FILE, json.dumps(info, indent=2) + "\n")
-    return run(out, resume=True, progress=progress)
+    return run(out, resume=True, progress=progress, hybrids=hybrids, hybrid_finetune=hybrid_finetune)
