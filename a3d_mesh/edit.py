@@ -23,13 +23,14 @@ import numpy as np
 import torch
 
 from a3d_mesh.export import SetTransform, clean_mesh
-from a3d_mesh.export.atomic import atomic_write_bytes
+from a3d_mesh.atomic import atomic_write_bytes
 from a3d_mesh.simplex import CodeSample
-from a3d_mesh.train.guide import Guide, ImageTargetGuide, StepRender, load_mesh
+from a3d_mesh.train.guide import Guide, ImageTargetGuide, StepRender, SurfaceColors, load_colored_mesh
 
 FILL = 0.8  # largest half-extent of the normalised input, as a fraction of the scene cube
 MAX_INPUT_FACES = 2_000_000
 INPUT_FILE = "input.ply"
+INPUT_COLORS = "input_colors.npz"  # the input's own colours as surface samples (only when it has colour)
 EDIT_FILE = "edit.json"  # in the run folder: the input, its repairs, the map back, --keep-input-frame
 SUPPORTED = (".glb", ".gltf", ".obj", ".ply")
 
@@ -41,12 +42,14 @@ class EditInputError(ValueError):
 @dataclass
 class InputMesh:
     """The input in the set's frame: verts [V,3] float32, faces [F,3] int64, the map back to the
-    input's own frame, and what cleanup changed."""
+    input's own frame, what cleanup changed, and its colours (texture, vertex or face colours, in
+    the set's frame) or None for an uncoloured input (reconstructed in a flat colour)."""
 
     verts: torch.Tensor
     faces: torch.Tensor
     to_input_frame: SetTransform
     repairs: dict[str, Any]
+    colors: SurfaceColors | None = None
 
 
 def prepare_input(path: str | Path, bound: float = 1.0, max_faces: int = MAX_INPUT_FACES) -> InputMesh:
@@ -55,7 +58,7 @@ def prepare_input(path: str | Path, bound: float = 1.0, max_faces: int = MAX_INP
     if p.suffix.lower() not in SUPPORTED:
         raise EditInputError(f"unsupported input mesh format '{p.suffix or p.name}' (use {', '.join(SUPPORTED)})")
     try:
-        v, f = load_mesh(p)
+        v, f, colors = load_colored_mesh(p)
     except ValueError as e:
         raise EditInputError(str(e)) from None
     if f.shape[0] > max_faces:
@@ -72,16 +75,31 @@ def prepare_input(path: str | Path, bound: float = 1.0, max_faces: int = MAX_INP
     verts = torch.from_numpy(((cv - centre) * s).astype(np.float32))
     back = SetTransform(scale=1.0 / s, translation=tuple(float(c) for c in centre), height_m=float(hi[1] - lo[1]),
                         convention="the input mesh's own frame and units (--keep-input-frame)")
-    return InputMesh(verts, torch.from_numpy(np.asarray(cf, dtype=np.int64)), back, report)
+    colors = colors.transformed(centre, s) if colors is not None else None  # colours follow the verts' normalisation
+    return InputMesh(verts, torch.from_numpy(np.asarray(cf, dtype=np.int64)), back, report, colors)
 
 
 def save_input(mesh: InputMesh, run_dir: Path) -> Path:
-    """Write the normalised input into the run folder (what resume and export read)."""
+    """Write the normalised input (and its colours, if any) into the run folder (what training,
+    resume and export read)."""
     import trimesh
 
+    if mesh.colors is not None:
+        buf = io.BytesIO()
+        np.savez_compressed(buf, points=mesh.colors.points, colors=np.round(mesh.colors.colors * 255).astype(np.uint8))
+        atomic_write_bytes(run_dir / INPUT_COLORS, buf.getvalue())
     buf = io.BytesIO()
     trimesh.Trimesh(mesh.verts.numpy(), mesh.faces.numpy(), process=False).export(buf, file_type="ply")
     return atomic_write_bytes(run_dir / INPUT_FILE, buf.getvalue())
+
+
+def load_input_colors(run_dir: Path) -> SurfaceColors | None:
+    """The saved input's colours (set frame), or None when the input had none."""
+    path = Path(run_dir) / INPUT_COLORS
+    if not path.exists():
+        return None
+    with np.load(path) as z:
+        return SurfaceColors(z["points"], z["colors"].astype(np.float32) / 255.0)
 
 
 def is_pinned(code: CodeSample) -> bool:

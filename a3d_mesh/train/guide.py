@@ -68,10 +68,82 @@ _PALETTE = [(0.85, 0.35, 0.25), (0.25, 0.55, 0.85), (0.35, 0.75, 0.35), (0.85, 0
             (0.65, 0.35, 0.75), (0.25, 0.75, 0.75)]
 
 
-def load_mesh(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """Read a mesh file (OBJ, PLY, GLB/GLTF, STL) as (verts [V,3] float32, faces [F,3] int64).
+COLOR_SAMPLES = 100_000  # surface samples of a coloured mesh: ~300^2 texels, finer than any training render
 
-    Multi-part scenes are concatenated in their world placement. Raises ValueError (one line).
+
+class SurfaceColors:
+    """The albedo of a mesh's surface as a colour field: world points [N,3] -> rgb [N,3] in [0,1].
+
+    Stored as dense surface samples (points [S,3], colours [S,3], float32, in the mesh's frame) and
+    looked up by inverse-distance weighting of the 4 nearest samples. Meant for points *on* the
+    surface (render_mesh's visible points of that very mesh), where the nearest samples are within
+    about the sample spacing, so texture detail down to that spacing survives. Why samples and not
+    per-vertex colours: a coarse textured mesh has few vertices and all its detail in the texture.
+    """
+
+    def __init__(self, points: np.ndarray, colors: np.ndarray) -> None:
+        from scipy.spatial import cKDTree  # scipy comes with trimesh; only coloured meshes need it
+
+        self.points = np.asarray(points, dtype=np.float32)
+        self.colors = np.clip(np.asarray(colors, dtype=np.float32), 0.0, 1.0)
+        self._tree = cKDTree(self.points)
+
+    def __call__(self, p: torch.Tensor) -> torch.Tensor:
+        q = p.detach().cpu().numpy().astype(np.float32)
+        k = min(4, len(self.points))
+        d, idx = self._tree.query(q, k=k)
+        d, idx = d.reshape(len(q), k), idx.reshape(len(q), k)
+        w = 1.0 / np.maximum(d, 1e-6)
+        rgb = (self.colors[idx] * w[..., None]).sum(1) / w.sum(1, keepdims=True)
+        return torch.from_numpy(rgb.astype(np.float32)).to(p.device)
+
+    def transformed(self, centre: np.ndarray, scale: float) -> "SurfaceColors":
+        """The same colours with points mapped by ``(x - centre) * scale`` (e.g. into the set's frame)."""
+        return SurfaceColors((self.points - centre) * scale, self.colors)
+
+
+def _part_colors(m: object, n: int, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """``n`` surface samples of one trimesh part with their rgb [n,3] in [0,1], or None if the part
+    has no colour: texture (at the sample's interpolated UV, times the base colour factor), vertex
+    colours (interpolated), face colours, or a flat material colour."""
+    import trimesh
+    from trimesh.visual.color import uv_to_interpolated_color
+
+    vis = m.visual  # type: ignore[attr-defined]
+    pts, fidx, bary = trimesh.sample.sample_surface(m, n, seed=seed, return_barycentric=True)
+    faces = np.asarray(m.faces)[fidx]  # type: ignore[attr-defined]
+    if isinstance(vis, trimesh.visual.TextureVisuals):
+        mat = vis.material
+        if hasattr(mat, "baseColorTexture"):  # glTF PBR: the factor multiplies the texture (glTF spec)
+            image, factor = mat.baseColorTexture, mat.baseColorFactor
+        else:  # OBJ/MTL: map_Kd replaces Kd, as most renderers do
+            image, factor = getattr(mat, "image", None), None if getattr(mat, "image", None) is not None else getattr(mat, "diffuse", None)
+        if image is None and factor is None:
+            return None  # a bare default material: no colour of its own
+        f3 = np.ones(3) if factor is None else np.asarray(factor)[:3].astype(np.float64)
+        f3 = f3 / 255.0 if np.asarray(factor if factor is not None else 1.0).dtype.kind in "ui" else f3
+        if image is not None and vis.uv is not None and len(vis.uv):
+            uv = (np.asarray(vis.uv)[faces] * bary[..., None]).sum(1)
+            rgb = uv_to_interpolated_color(uv, image)[:, :3] / 255.0 * f3
+        else:
+            rgb = np.broadcast_to(f3, (n, 3))
+    elif vis.kind == "vertex":
+        rgb = (np.asarray(vis.vertex_colors, dtype=np.float64)[faces, :3] * bary[..., None]).sum(1) / 255.0
+    elif vis.kind == "face":
+        rgb = np.asarray(vis.face_colors, dtype=np.float64)[fidx, :3] / 255.0
+    else:
+        return None
+    return np.asarray(pts, dtype=np.float32), np.asarray(rgb, dtype=np.float32)
+
+
+def load_colored_mesh(path: str | Path, samples: int = COLOR_SAMPLES) -> tuple[torch.Tensor, torch.Tensor, SurfaceColors | None]:
+    """Read a mesh file (OBJ, PLY, GLB/GLTF, STL) as (verts [V,3] float32, faces [F,3] int64, colours).
+
+    Multi-part scenes are concatenated in their world placement. ``colours`` is a
+    :class:`SurfaceColors` (in the file's frame) when any part carries colour (texture + UVs,
+    vertex or face colours, a material colour), else None; uncoloured parts of a partly coloured
+    scene get no samples, so their points take the nearest coloured part's colour. Raises
+    ValueError (one line) for unreadable files, no triangles, non-finite coordinates.
     """
     import trimesh
 
@@ -79,16 +151,30 @@ def load_mesh(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
     if not p.is_file():
         raise ValueError(f"mesh file not found: {p}")
     try:
-        loaded = trimesh.load(p, force="mesh", process=False)
+        loaded = trimesh.load(p, force="scene", process=False)
+        parts = [g for g in loaded.dump() if isinstance(g, trimesh.Trimesh) and len(g.faces)]
     except Exception as e:  # trimesh raises many types for unreadable files
         raise ValueError(f"cannot read mesh {p}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    if not isinstance(loaded, trimesh.Trimesh) or len(loaded.faces) == 0:
+    if not parts:
         raise ValueError(f"mesh {p} has no triangles")
-    v = np.asarray(loaded.vertices, dtype=np.float32)
-    f = np.asarray(loaded.faces, dtype=np.int64)
+    offsets = np.cumsum([0] + [len(g.vertices) for g in parts])
+    v = np.concatenate([np.asarray(g.vertices, dtype=np.float32) for g in parts])
+    f = np.concatenate([np.asarray(g.faces, dtype=np.int64) + o for g, o in zip(parts, offsets)])
     if not np.isfinite(v).all():
         raise ValueError(f"mesh {p} has non-finite vertex coordinates")
-    return torch.from_numpy(v), torch.from_numpy(f)
+    if samples <= 0:
+        return torch.from_numpy(v), torch.from_numpy(f), None
+    area = np.array([g.area for g in parts])
+    counts = np.maximum(1, np.round(samples * area / max(area.sum(), 1e-30))).astype(int)  # even density
+    sampled = [c for i, (g, n) in enumerate(zip(parts, counts)) if (c := _part_colors(g, int(n), seed=i)) is not None]
+    colors = SurfaceColors(np.concatenate([c[0] for c in sampled]), np.concatenate([c[1] for c in sampled])) if sampled else None
+    return torch.from_numpy(v), torch.from_numpy(f), colors
+
+
+def load_mesh(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`load_colored_mesh` without the colours: (verts [V,3] float32, faces [F,3] int64)."""
+    v, f, _ = load_colored_mesh(path, samples=0)
+    return v, f
 
 
 class ImageTargetGuide:
@@ -102,7 +188,9 @@ class ImageTargetGuide:
 
     def __init__(self, meshes: list[tuple[torch.Tensor, torch.Tensor]], mask_weight: float = 1.0,
                  normal_weight: float = 0.0, depth_weight: float = 0.0,
-                 colors: list[tuple[float, float, float]] | None = None) -> None:
+                 colors: list[tuple[float, float, float] | SurfaceColors] | None = None) -> None:
+        """colors: per mesh, a flat albedo or the mesh's own :class:`SurfaceColors` (same frame as
+        its verts); default: distinct flat colours."""
         self.meshes = meshes
         self.mask_weight, self.normal_weight, self.depth_weight = mask_weight, normal_weight, depth_weight
         self.colors = colors or [_PALETTE[k % len(_PALETTE)] for k in range(len(meshes))]
@@ -122,10 +210,15 @@ class ImageTargetGuide:
         """Target renders (rgb, mask, normal, depth) of object k."""
         v, f = self.meshes[k]
         dev = background.device
-        col = torch.tensor(self.colors[k], device=dev)
+        c = self.colors[k]
+        if isinstance(c, SurfaceColors):
+            color_fn = c
+        else:
+            col = torch.tensor(c, device=dev)
+            color_fn = lambda p: col.expand(p.shape[0], 3)  # noqa: E731
         with torch.no_grad():
-            return render_mesh(v.to(dev), f.to(dev), cams, resolution, color_fn=lambda p: col.expand(p.shape[0], 3),
-                               light_dir=light, background=background)
+            return render_mesh(v.to(dev), f.to(dev), cams, resolution, color_fn=color_fn, light_dir=light,
+                               background=background)
 
     def __call__(self, r: StepRender, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         code = r.code

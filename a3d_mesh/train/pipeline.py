@@ -22,8 +22,9 @@ import torch
 from a3d_mesh.assets import (RunError, TrainedSet, export_set, hybrid_items, resolve_device, write_manifest,
                              write_previews)
 from a3d_mesh.config import RunConfig, dump_config, load_config
-from a3d_mesh.export.atomic import atomic_write_text
-from a3d_mesh.edit import EDIT_FILE, INPUT_FILE, PinnedGuide, export_transform, prepare_input, read_edit_info, save_input
+from a3d_mesh.atomic import atomic_write_text
+from a3d_mesh.edit import (EDIT_FILE, INPUT_FILE, PinnedGuide, export_transform, load_input_colors, prepare_input,
+                           read_edit_info, save_input)
 from a3d_mesh.guidance import SDSGuidance, encode_prompts, load_components
 from a3d_mesh.hybrid import HybridSpec
 from a3d_mesh.prompts import PromptSet, load_prompts, negative_prompts
@@ -59,8 +60,9 @@ def build_guides(cfg: RunConfig, prompts: PromptSet, device: torch.device, progr
         emb = encode_prompts(comps, prompts.prompts, prompts.negatives)
         guide_c = SDSGuide(SDSGuidance(comps, emb, cfg.coarse.sds, seed=cfg.seed))
         guide_r = SDSGuide(SDSGuidance(comps, emb, cfg.refine.sds, seed=cfg.seed + 1))
-    if pinned is not None:
-        guide_r = PinnedGuide(ImageTargetGuide([pinned], **weights), guide_r)
+    if pinned is not None:  # in the input's own colours when it has them, else a flat one
+        colors = load_input_colors(run_dir)
+        guide_r = PinnedGuide(ImageTargetGuide([pinned], **weights, colors=None if colors is None else [colors]), guide_r)
     return guide_c, guide_r
 
 
