@@ -20,7 +20,7 @@ from a3d_mesh import __version__
 from a3d_mesh.cameras import orbit_cameras
 from a3d_mesh.config import ConfigError, RunConfig, load_config
 from a3d_mesh.export import SetTransform, export_asset, set_transform
-from a3d_mesh.export.atomic import atomic_write_text
+from a3d_mesh.atomic import atomic_write_text
 from a3d_mesh.fields import NeRFField
 from a3d_mesh.geometry import DMTetField
 from a3d_mesh.hybrid import HybridSpec, code_field

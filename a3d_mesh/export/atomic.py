@@ -1,54 +1,6 @@
-"""Atomic file writes: a temp file in the destination's directory, then ``os.replace``.
+"""The atomic writers now live in :mod:`a3d_mesh.atomic` (geometry and training use them too, and
+should not import the export package for it); this name stays for the export writers."""
 
-``os.replace`` is atomic on POSIX and Windows when source and destination are on the same file
-system, which is why the temp file lives next to the destination rather than in ``/tmp``. A
-failure at any point removes the temp file, so readers see either the old file or the new one,
-never a half-written one.
-"""
+from a3d_mesh.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 
-from __future__ import annotations
-
-import contextlib
-import os
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
-
-
-@contextlib.contextmanager
-def atomic_path(dest: str | Path) -> Iterator[Path]:
-    """Yield a temp path next to ``dest``; on normal exit move it onto ``dest`` atomically.
-
-    Use when a library (PIL, Blender, usd-core) insists on writing to a path itself. The temp
-    name keeps the destination's suffix because some writers pick the format from it. Parent
-    directories are created. If the body raises, or leaves no file behind, ``dest`` is untouched.
-    """
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=f".tmp{dest.suffix}", dir=dest.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        if not tmp.exists() or tmp.stat().st_size == 0:
-            raise OSError(f"writer produced no data for {dest}")
-        os.replace(tmp, dest)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
-def atomic_write_bytes(dest: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``dest`` atomically (flushed and fsynced before the rename); return ``dest``."""
-    dest = Path(dest)
-    with atomic_path(dest) as tmp:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-    return dest
-
-
-def atomic_write_text(dest: str | Path, text: str) -> Path:
-    """Write UTF-8 ``text`` to ``dest`` atomically; return ``dest``."""
-    return atomic_write_bytes(dest, text.encode("utf-8"))
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]

@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from a3d_mesh.atomic import atomic_path
+
 MIN_RESOLUTION = 8
 MAX_RESOLUTION = 256
 _CACHE_VERSION = 1
@@ -115,19 +117,12 @@ def tet_grid(resolution: int, cache_dir: Path | None = None) -> tuple[torch.Tens
         except (OSError, ValueError, KeyError):
             pass  # a corrupt or foreign file: rebuild and overwrite it
     verts, tets = build_tet_grid(n)
-    _save_atomic(path, verts, tets)
-    return torch.from_numpy(verts), torch.from_numpy(tets)
-
-
-def _save_atomic(path: Path, verts: np.ndarray, tets: np.ndarray) -> None:
-    """Write the cache file via a temporary name so concurrent readers never see half a file."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, verts=verts, tets=tets)
-        os.replace(tmp, path)
+    try:  # via a temporary name, so concurrent readers never see half a file
+        with atomic_path(path) as tmp:
+            np.savez(tmp, verts=verts, tets=tets)
     except OSError:
         pass  # a read-only cache only costs a rebuild next time
+    return torch.from_numpy(verts), torch.from_numpy(tets)
 
 
 def tet_edges(tets: torch.Tensor) -> torch.Tensor:
