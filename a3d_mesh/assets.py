@@ -89,14 +89,26 @@ class TrainedSet:
         cfg = load_config(str(run_dir / "config.yaml"))
         prompts = load_prompts(run_dir / "prompts.txt", cfg.guidance.negative_prompt)
         dev = resolve_device(device or cfg.device)
+        return cls._build(cfg, prompts, load_checkpoint(ckpt)["stage"], dev)
+
+    @classmethod
+    def _build(cls, cfg: RunConfig, prompts: PromptSet, state: dict[str, Any], device: torch.device) -> "TrainedSet":
+        """Fresh fields of the run's architecture holding ``state`` (``{"dmtet": ..., "color": ...}``)."""
         n = len(prompts)
-        torch.manual_seed(0)
-        dmtet = DMTetField(n, cfg.refine.tet_resolution, cfg.refine.grid, hidden=cfg.refine.hidden, bound=cfg.bound)
-        color = nerf_field(cfg, n)
-        state = load_checkpoint(ckpt)["stage"]
+        with torch.random.fork_rng(devices=[]):  # the init is overwritten: keep the caller's RNG stream
+            torch.manual_seed(0)
+            dmtet = DMTetField(n, cfg.refine.tet_resolution, cfg.refine.grid, hidden=cfg.refine.hidden, bound=cfg.bound)
+            color = nerf_field(cfg, n)
         dmtet.load_state_dict(state["dmtet"])
         color.load_state_dict(state["color"])
-        return cls(cfg, prompts, dmtet.to(dev).eval(), color.to(dev).eval(), dev)
+        return cls(cfg, prompts, dmtet.to(device).eval(), color.to(device).eval(), device)
+
+    def copy(self) -> "TrainedSet":
+        """An independent copy (new modules, cloned parameters): training it leaves this one as is.
+        Rebuilt from state dicts rather than deep-copied, which CUDA-extension modules may refuse."""
+        state = {"dmtet": {k: v.detach().clone() for k, v in self.dmtet.state_dict().items()},
+                 "color": {k: v.detach().clone() for k, v in self.color.state_dict().items()}}
+        return self._build(self.cfg, self.prompts, state, self.device)
 
 
 def render_views(ts: TrainedSet, u: Code, n_views: int, resolution: int) -> torch.Tensor:

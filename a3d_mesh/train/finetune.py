@@ -3,7 +3,7 @@
 A hybrid is the trained set evaluated at a code field u(x) (:mod:`a3d_mesh.hybrid`); no
 retraining is needed, but across the blend zone the shared model was never asked to make *one*
 object out of two, so seams can show. The method note (section 4) allows a short fine-tune with
-a mixed prompt. Here each hybrid gets its own deep copy of the set's DMTet and colour fields and
+a mixed prompt. Here each hybrid gets its own copy of the set's DMTet and colour fields and
 is trained for a few SDS steps while always rendered at its own u(x). The set itself (the
 in-memory :class:`TrainedSet`, its checkpoints and its exported assets) is never written to.
 
@@ -30,8 +30,6 @@ skipped with a message and the hybrid is exported untuned (recorded in the manif
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import time
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -125,11 +123,11 @@ class FinetuneStage:
 
 def _copy_model(ts: "TrainedSet") -> "TrainedSet":
     """An independent copy of the set's fields (train mode, gradients on), same config and prompts."""
-    dmtet, color = copy.deepcopy(ts.dmtet), copy.deepcopy(ts.color)
-    for net in (dmtet, color):
+    tuned = ts.copy()
+    for net in (tuned.dmtet, tuned.color):
         net.train()
         net.requires_grad_(True)
-    return dataclasses.replace(ts, dmtet=dmtet, color=color)
+    return tuned
 
 
 def finetune_hybrids(ts: "TrainedSet", specs: Sequence[HybridSpec], steps: int,
