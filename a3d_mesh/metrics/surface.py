@@ -61,15 +61,27 @@ def surface_moments(verts: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Ten
     return centroid.to(verts.dtype), rms
 
 
+def _sq_dists(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Squared distances [..., N, M] as ``|x|^2 + |y|^2 - 2 x.y`` (one batched matrix product).
+
+    Why not ``torch.cdist``: it takes a square root of every entry; callers only need minima, so
+    the root is taken after the reduction, on N + M values instead of N * M (about 1.5x faster).
+    May be slightly negative from rounding; callers clamp after reducing.
+    """
+    batch = torch.broadcast_shapes(x.shape[:-2], y.shape[:-2])
+    xb, yb = x.expand(*batch, *x.shape[-2:]), y.expand(*batch, *y.shape[-2:])
+    xf, yf = xb.reshape(-1, *x.shape[-2:]), yb.reshape(-1, *y.shape[-2:])
+    d2 = torch.baddbmm((yf * yf).sum(-1)[:, None, :], xf, yf.transpose(1, 2), alpha=-2.0)
+    return d2.add_((xf * xf).sum(-1)[:, :, None]).view(*batch, x.shape[-2], y.shape[-2])
+
+
 def nearest_distances(x: torch.Tensor, y: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
     """For every point of ``x`` [..., N, 3], the Euclidean distance to its nearest point of ``y``
     [..., M, 3]: [..., N]. Leading (batch) dimensions broadcast. ``x`` is split into chunks of
     ``chunk`` rows so that memory stays at ``chunk * M`` distances per batch element (5k x 5k
     on a CPU needs ~20 MB, not 100 MB)."""
-    out = []
-    for i in range(0, x.shape[-2], chunk):
-        out.append(torch.cdist(x[..., i:i + chunk, :], y).amin(-1))
-    return torch.cat(out, -1)
+    out = [_sq_dists(x[..., i:i + chunk, :], y).amin(-1) for i in range(0, x.shape[-2], chunk)]
+    return torch.cat(out, -1).clamp_min(0).sqrt()
 
 
 def chamfer_distance(x: torch.Tensor, y: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
@@ -81,16 +93,21 @@ def chamfer_distance(x: torch.Tensor, y: torch.Tensor, chunk: int = 1024) -> tor
     Batched over leading dimensions (used for many yaw hypotheses at once). Each chunk of
     ``chunk`` rows of ``x`` gives one block of distances that serves both directions (a running
     minimum for y -> x), so the pairwise distances are computed once and memory stays at
-    ``chunk * M`` per batch element.
+    ``chunk * M`` per batch element. Precision: float32 ``|x|^2 + |y|^2 - 2 x.y`` is exact to
+    about ``1e-3 * |coordinates|`` per distance (identical sets give ~1e-4, not 0), far below the
+    sampling floor of any surface comparison; pass float64 points for more.
     """
+    if x.shape[-2] == 0 or y.shape[-2] == 0:
+        raise ValueError("chamfer_distance needs points in both sets")
     fwd, back = [], None
     for i in range(0, x.shape[-2], chunk):
-        d = torch.cdist(x[..., i:i + chunk, :], y)  # [..., c, M]
-        fwd.append(d.amin(-1))
-        m = d.amin(-2)
+        d2 = _sq_dists(x[..., i:i + chunk, :], y)  # [..., c, M]
+        fwd.append(d2.amin(-1))
+        m = d2.amin(-2)
         back = m if back is None else torch.minimum(back, m)
-    assert back is not None, "x has no points"
-    return 0.5 * (torch.cat(fwd, -1).mean(-1) + back.mean(-1))
+    assert back is not None
+    fwd_d, back_d = torch.cat(fwd, -1).clamp_min(0).sqrt(), back.clamp_min(0).sqrt()
+    return 0.5 * (fwd_d.mean(-1) + back_d.mean(-1))
 
 
 def mesh_chamfer(va: torch.Tensor, fa: torch.Tensor, vb: torch.Tensor, fb: torch.Tensor, n: int = 5000,
