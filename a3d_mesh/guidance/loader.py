@@ -5,6 +5,9 @@
 - a Hugging Face hub id (``"stabilityai/stable-diffusion-2-1-base"``, the default prior);
 - a local folder in diffusers layout (it holds ``model_index.json`` and the ``unet``, ``vae``,
   ``text_encoder``, ``tokenizer``, ``scheduler`` subfolders);
+- ``"toy"``: the toy-world prior shipped in the package (``a3d_mesh/toy/assets/toy-prior``,
+  trained by ``python -m a3d_mesh.toy.train``): a pixel-space model, i.e. a folder whose
+  ``model_index.json`` names no ``vae`` (``[null, null]``); SDS then runs on RGB directly;
 - ``"tiny"``: the project's random-weight test pipeline (``guidance.tiny``), built on first use in
   ``$A3D_CACHE/models/tiny-sd`` (default ``~/.cache/a3d-mesh/models/tiny-sd``) and then loaded
   through the same ``from_pretrained`` calls as a real checkpoint.
@@ -19,10 +22,12 @@ hangs) before any download; ``HF_HUB_OFFLINE=1`` (read at call time) or
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import socket
 import threading
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -33,6 +38,7 @@ from a3d_mesh.guidance.tiny import ensure_tiny_pipeline
 
 DEFAULT_MODEL = "stabilityai/stable-diffusion-2-1-base"
 TINY_MODEL = "tiny"
+TOY_MODEL = "toy"
 HUB_PROBE_TIMEOUT_S = 3.0
 _TRUE = {"1", "on", "yes", "true"}
 
@@ -51,10 +57,11 @@ class SDComponents:
             ``encode_prompts`` once every prompt is embedded, to release its memory.
         unet: ``UNet2DConditionModel`` (eval mode, frozen), predicting epsilon or v.
         vae: ``AutoencoderKL`` (eval mode, frozen); images ``[B,3,H,W]`` in ``[-1, 1]`` map to
-            latents ``[B,4,H/8,W/8]`` (times ``vae.config.scaling_factor``).
+            latents ``[B,4,H/8,W/8]`` (times ``vae.config.scaling_factor``). ``None`` for a
+            pixel-space model, whose UNet denoises ``[B,3,H,W]`` images in ``[-1, 1]`` directly.
         scheduler: a diffusers scheduler with ``alphas_cumprod`` ``[T]`` (float32) and
             ``config.num_train_timesteps`` / ``config.prediction_type``.
-        model_id: what the caller asked for (hub id, folder or ``"tiny"``).
+        model_id: what the caller asked for (hub id, folder, ``"toy"`` or ``"tiny"``).
         dtype: dtype of the networks (float16 on CUDA by default, float32 on CPU).
         device: device of the networks.
     """
@@ -62,7 +69,7 @@ class SDComponents:
     tokenizer: Any
     text_encoder: Any | None
     unet: torch.nn.Module
-    vae: torch.nn.Module
+    vae: torch.nn.Module | None
     scheduler: Any
     model_id: str
     dtype: torch.dtype
@@ -126,6 +133,26 @@ def _looks_like_path(model: str) -> bool:
     return model.startswith((".", "/", "~")) or "\\" in model or model.count("/") > 1
 
 
+def bundled_toy_prior() -> Path:
+    """Folder of the toy-world prior shipped inside the package (it may be absent in a checkout
+    that has not trained it yet)."""
+    return Path(str(resources.files("a3d_mesh.toy"))) / "assets" / "toy-prior"
+
+
+def has_vae(source: str) -> bool:
+    """False when the local pipeline folder ``source`` declares no VAE (a pixel-space model).
+
+    Hub ids are SD-family latent models and always have one."""
+    index = Path(source) / "model_index.json"
+    if not index.is_file():
+        return True
+    try:
+        entry = json.loads(index.read_text(encoding="utf-8")).get("vae")
+    except (OSError, ValueError):
+        return True
+    return bool(entry) and entry[0] is not None
+
+
 def resolve_source(model: str, local_files_only: bool | None) -> tuple[str, bool]:
     """Where to load ``model`` from, and whether loading must stay offline.
 
@@ -144,6 +171,14 @@ def resolve_source(model: str, local_files_only: bool | None) -> tuple[str, bool
                 f"could not build the tiny test model in the cache ({_first_line(exc)}); "
                 "set A3D_CACHE to a writable folder"
             ) from exc
+    if model == TOY_MODEL:
+        folder = bundled_toy_prior()
+        if not (folder / "model_index.json").is_file():
+            raise GuidanceModelError(
+                f"the toy prior is not in this installation ({folder}); train it with "
+                "`python -m a3d_mesh.toy.train --out runs/toy-prior` and pass guidance.model=runs/toy-prior/prior"
+            )
+        return str(folder), True
     folder = Path(model).expanduser()
     if folder.is_dir():
         if not (folder / "model_index.json").is_file():
@@ -198,6 +233,8 @@ def _from_pretrained(source: str, dtype: torch.dtype, local_only: bool) -> dict[
     # Without accelerate, diffusers falls back to a normal load anyway; saying so avoids its warning.
     low_mem = {"low_cpu_mem_usage": importlib.util.find_spec("accelerate") is not None}
     # DDPMScheduler reads any SD scheduler config (PNDM, DDIM, ...): SDS only needs the betas.
+    vae = (AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=dtype, **low_mem, **common)
+           if has_vae(source) else None)
     return {
         "tokenizer": CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **common),
         "text_encoder": CLIPTextModel.from_pretrained(
@@ -206,7 +243,7 @@ def _from_pretrained(source: str, dtype: torch.dtype, local_only: bool) -> dict[
         "unet": UNet2DConditionModel.from_pretrained(
             source, subfolder="unet", torch_dtype=dtype, **low_mem, **common
         ),
-        "vae": AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=dtype, **low_mem, **common),
+        "vae": vae,
         "scheduler": DDPMScheduler.from_pretrained(source, subfolder="scheduler", **common),
     }
 
@@ -250,7 +287,7 @@ def load_components(
     """Load tokenizer, text encoder, UNet, VAE and scheduler of an SD-family model.
 
     Args:
-        model: hub id, local diffusers folder, or ``"tiny"`` (see the module docstring).
+        model: hub id, local diffusers folder, ``"toy"`` or ``"tiny"`` (see the module docstring).
         device: where the networks go.
         dtype: network dtype; ``None`` = float16 on CUDA, float32 elsewhere.
         local_files_only: ``True`` never touches the network, ``False`` lets diffusers download,
@@ -268,6 +305,8 @@ def load_components(
     source, local_only = resolve_source(model, local_files_only)
     parts = _load_or_raise(model, source, net_dtype, local_only, may_retry_online=local_files_only is None)
     for name in ("text_encoder", "unet", "vae"):
+        if parts[name] is None:  # a pixel-space model has no VAE
+            continue
         net = parts[name].to(device)
         net.eval()
         net.requires_grad_(False)

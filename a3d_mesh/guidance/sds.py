@@ -9,7 +9,9 @@ Non-finite gradients are zeroed (and reported), then optionally clamped elementw
 
 Inputs: RGB renders ``[B, H, W, 3]`` in ``[0, 1]``, top row first (``cfg.input = "rgb"``): they are
 resized to ``cfg.resolution`` (square) and encoded by the VAE, and the gradient flows back through
-the encoder; or latents ``[B, 4, h, w]`` (``cfg.input = "latent"``, the coarse stage).
+the encoder; or latents ``[B, 4, h, w]`` (``cfg.input = "latent"``, the coarse stage). A
+pixel-space model (no VAE, e.g. the toy prior) takes the resized ``[-1, 1]`` images themselves as
+its "latents" ``[B, 3, R, R]``, so ``resolution`` is then the model's own image size.
 
 Memory options (for 8-12 GB GPUs; all off by default, set in ``SDSConfig``):
 
@@ -126,13 +128,14 @@ def apply_memory_options(components: SDComponents, cfg: SDSConfig) -> None:
         dtype = torch.float16 if cfg.half_precision else torch.float32
         if dtype != components.dtype:
             components.unet.to(dtype=dtype)
-            components.vae.to(dtype=dtype)
+            if components.vae is not None:
+                components.vae.to(dtype=dtype)
             components.dtype = dtype
     if cfg.attention_slicing:
         components.unet.set_attention_slice("auto")
-    if cfg.vae_slicing:
+    if cfg.vae_slicing and components.vae is not None:
         components.vae.enable_slicing()
-    if cfg.vae_checkpointing:
+    if cfg.vae_checkpointing and components.vae is not None:
         components.vae.enable_gradient_checkpointing()
     if cfg.channels_last:
         components.unet.to(memory_format=torch.channels_last)
@@ -199,9 +202,12 @@ class SDSGuidance:
 
     def encode_images(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Differentiable VAE encoding: ``[B, H, W, 3]`` in ``[0, 1]`` -> latents ``[B, 4, R/8, R/8]``
-        float32, scaled as the UNet expects (posterior sample, then ``scaling_factor``)."""
+        float32, scaled as the UNet expects (posterior sample, then ``scaling_factor``). Without a
+        VAE (pixel-space model) the resized images ``[B, 3, R, R]`` in ``[-1, 1]`` are the latents."""
         gen = generator if generator is not None else self.generator
         vae = self.components.vae
+        if vae is None:
+            return images_to_vae_input(images, self.cfg.resolution).float()
         x = images_to_vae_input(images, self.cfg.resolution).to(self.components.dtype)
         dist = vae.encode(x).latent_dist
         z = dist.mean + dist.std * self._randn(dist.mean.shape, gen).to(dist.mean.dtype)
@@ -254,8 +260,9 @@ class SDSGuidance:
         if self.cfg.input == "rgb":
             latents = self.encode_images(inputs, gen)
         else:
-            if inputs.dim() != 4 or inputs.shape[1] != 4:
-                raise ValueError(f"latent SDS expects latents [B, 4, h, w], got {tuple(inputs.shape)}")
+            channels = int(self.components.unet.config.in_channels)
+            if inputs.dim() != 4 or inputs.shape[1] != channels:
+                raise ValueError(f"latent SDS expects latents [B, {channels}, h, w], got {tuple(inputs.shape)}")
             latents = inputs.float()
         batch = latents.shape[0]
         lo, hi = self.timestep_range(progress)

@@ -87,20 +87,24 @@ def tiny_vocab_and_merges(words: tuple[str, ...] = TINY_WORDS) -> tuple[dict[str
     return {tok: i for i, tok in enumerate(tokens)}, merges
 
 
-def write_tiny_tokenizer(folder: Path) -> int:
+def write_tiny_tokenizer(folder: Path, words: tuple[str, ...] = TINY_WORDS,
+                         max_length: int = TINY_MAX_LENGTH) -> int:
     """Write ``vocab.json``, ``merges.txt`` and ``tokenizer_config.json`` for a CLIP tokenizer.
+
+    ``words`` get whole-word merges (see ``tiny_vocab_and_merges``); ``max_length`` is the
+    context length the tokenizer pads to (SD's 77 by default).
 
     Returns:
         The vocabulary size (the text encoder's embedding table must be at least this large).
     """
     folder.mkdir(parents=True, exist_ok=True)
-    vocab, merges = tiny_vocab_and_merges()
+    vocab, merges = tiny_vocab_and_merges(words)
     (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
     # The first line of a CLIP merges file is a version header that loaders skip.
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
     config = {
         "tokenizer_class": "CLIPTokenizer",
-        "model_max_length": TINY_MAX_LENGTH,
+        "model_max_length": max_length,
         "bos_token": BOS_TOKEN,
         "eos_token": EOS_TOKEN,
         "unk_token": EOS_TOKEN,

@@ -1,0 +1,154 @@
+"""The toy prior: a small pixel-space, text-conditioned diffusion model in diffusers layout.
+
+Why pixel space at 32 px (and no VAE): the toy world's images are flat-shaded furniture on
+white; at 32 px a silhouette already tells a chair from a table. A latent model would need a VAE
+trained first and would put an encoder in every SDS step; on a 2-core CPU the budget is better
+spent on the UNet. The folder has SD's layout minus the ``vae`` (``model_index.json`` names it
+``[null, null]``), and ``guidance.loader`` then runs SDS directly on ``[-1, 1]`` RGB, as
+pixel-space priors (DeepFloyd IF style) do.
+
+Parts:
+
+- ``tokenizer``: the project's byte-level CLIP BPE (``guidance.tiny``) with whole-word merges for
+  the toy vocabulary, context length ``TOY_MAX_LENGTH`` (captions are a few words);
+- ``text_encoder``: a 2-layer ``CLIPTextModel`` of width 64, trained with the UNet;
+- ``unet``: ``UNet2DConditionModel`` on ``[B, 3, 32, 32]``, levels 32 -> 16 -> 8 px (32, 64, 64
+  channels) with cross-attention at 8 px;
+- ``scheduler``: ``DDPMScheduler`` with the cosine ("squaredcos_cap_v2") betas, epsilon prediction.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from a3d_mesh.guidance.tiny import BOS_TOKEN, EOS_TOKEN, tiny_vocab_and_merges, write_tiny_tokenizer
+from a3d_mesh.toy.shapes import COLOURS, FAMILIES
+
+TOY_MAX_LENGTH = 16
+TOY_TEXT_WIDTH = 64
+TOY_RESOLUTION = 32
+TOY_WORDS = ("a", "an", "the") + FAMILIES + tuple(COLOURS)
+TOY_MARKER = "a3d_toy.json"
+
+
+def build_modules(vocab_size: int, eos_id: int, bos_id: int) -> dict[str, torch.nn.Module]:
+    """Fresh ``unet`` and ``text_encoder`` (initialised from the global torch RNG)."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    unet = UNet2DConditionModel(
+        sample_size=TOY_RESOLUTION,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(32, 64, 64),
+        layers_per_block=1,
+        # Text enters at 8 px (and the mid block): a caption names a class and a colour, global
+        # facts, and attention at 16 px would double a CPU training step.
+        down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        cross_attention_dim=TOY_TEXT_WIDTH,
+        attention_head_dim=16,
+        norm_num_groups=16,
+    )
+    text = CLIPTextModel(CLIPTextConfig(
+        vocab_size=vocab_size, hidden_size=TOY_TEXT_WIDTH, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=TOY_MAX_LENGTH, projection_dim=TOY_TEXT_WIDTH,
+        bos_token_id=bos_id, eos_token_id=eos_id, pad_token_id=eos_id,
+    ))
+    return {"unet": unet, "text_encoder": text}
+
+
+def new_scheduler() -> object:
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", clip_sample=False,
+                         prediction_type="epsilon")
+
+
+def new_tokenizer(folder: Path) -> tuple[object, dict[str, int]]:
+    """Write the toy tokenizer files into ``folder`` and load them (returns tokenizer, vocab)."""
+    from transformers import CLIPTokenizer
+
+    write_tiny_tokenizer(folder, words=TOY_WORDS, max_length=TOY_MAX_LENGTH)
+    vocab, _ = tiny_vocab_and_merges(TOY_WORDS)
+    return CLIPTokenizer.from_pretrained(str(folder)), vocab
+
+
+def special_ids(vocab: dict[str, int]) -> tuple[int, int]:
+    return vocab[EOS_TOKEN], vocab[BOS_TOKEN]
+
+
+def model_index() -> dict[str, object]:
+    """SD's ``model_index.json`` with the VAE (and safety parts) absent."""
+    import diffusers
+
+    return {
+        "_class_name": "StableDiffusionPipeline",
+        "_diffusers_version": diffusers.__version__,
+        "feature_extractor": [None, None],
+        "requires_safety_checker": False,
+        "safety_checker": [None, None],
+        "scheduler": ["diffusers", "DDPMScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": [None, None],
+    }
+
+
+def save_prior(folder: Path, unet: torch.nn.Module, text_encoder: torch.nn.Module, tokenizer_dir: Path,
+               scheduler: object, info: dict[str, object]) -> None:
+    """Write the prior in diffusers layout (weights in float16 to halve the shipped size)."""
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    # Saved as half: the loader casts to float32 on CPU; the weights' range is far inside fp16's.
+    unet.half().save_pretrained(folder / "unet")
+    text_encoder.half().save_pretrained(folder / "text_encoder")
+    unet.float(), text_encoder.float()
+    if (folder / "tokenizer").resolve() != tokenizer_dir.resolve():
+        shutil.copytree(tokenizer_dir, folder / "tokenizer", dirs_exist_ok=True)
+    scheduler.save_pretrained(folder / "scheduler")  # type: ignore[attr-defined]
+    (folder / "model_index.json").write_text(json.dumps(model_index(), indent=2), encoding="utf-8")
+    (folder / TOY_MARKER).write_text(json.dumps(info, indent=2), encoding="utf-8")
+
+
+@torch.no_grad()
+def sample(unet: torch.nn.Module, cond: torch.Tensor, uncond: torch.Tensor, generator: torch.Generator,
+           steps: int = 50, guidance_scale: float = 3.0) -> torch.Tensor:
+    """DDIM samples with classifier-free guidance.
+
+    Args:
+        unet: the toy UNet (any device; float32).
+        cond, uncond: ``[B, L, D]`` text embeddings of the captions and of ``""``.
+        generator: CPU generator for the initial noise.
+        steps: DDIM steps (eta = 0).
+        guidance_scale: CFG scale.
+
+    Returns:
+        Images ``[B, R, R, 3]`` in ``[0, 1]``, top row first, on CPU.
+    """
+    from diffusers import DDIMScheduler
+
+    sched = DDIMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", clip_sample=True,
+                          prediction_type="epsilon", set_alpha_to_one=True)
+    sched.set_timesteps(steps)
+    dev = next(unet.parameters()).device
+    b, r = cond.shape[0], unet.config.sample_size
+    x = torch.randn(b, 3, r, r, generator=generator).to(dev)
+    ctx = torch.cat([cond, uncond]).to(dev)
+    for t in sched.timesteps:
+        eps = unet(torch.cat([x, x]), t.to(dev).expand(2 * b), encoder_hidden_states=ctx, return_dict=False)[0]
+        e_c, e_u = eps.chunk(2)
+        x = sched.step(e_u + guidance_scale * (e_c - e_u), t, x).prev_sample
+    return ((x.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu()
+
+
+def image_grid(images: torch.Tensor, rows: int) -> torch.Tensor:
+    """``[N, H, W, 3]`` -> one ``[rows*H, cols*W, 3]`` image (N = rows * cols)."""
+    n, h, w, c = images.shape
+    cols = n // rows
+    return images[: rows * cols].view(rows, cols, h, w, c).permute(0, 2, 1, 3, 4).reshape(rows * h, cols * w, c)

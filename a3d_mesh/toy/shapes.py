@@ -1,0 +1,173 @@
+"""Procedural furniture families that share one structure: chair, stool, table, bench.
+
+Every object is a union of boxes and vertical cylinders (seat or top, legs, back), built in the
+world frame of docs/conventions.md: +Y up, the footprint centred on the Y axis, the bounding box
+centred vertically on y = 0 so that the object sits in the middle of the scene cube. The
+*canonical* orientation puts a back rest (chair, bench) on the -Z side. The families differ in
+proportions and parts, so the class is recognisable in a 32 px silhouette:
+
+==========  =====================================  ==================  ================
+family      parts                                  yaw symmetry order  footprint
+==========  =====================================  ==================  ================
+chair       square seat, 4 legs, back (-Z)         1                   ~0.9 x 0.9
+stool       round seat, 3 legs, tall               3                   ~0.8 round
+table       wide thin top, 4 long legs             2                   ~1.6 x 0.9
+bench       long low seat, 2 slab legs, back (-Z)  1                   ~1.7 x 0.55
+==========  =====================================  ==================  ================
+
+``sample_object(family, generator)`` draws the family's parameters from their ranges (the
+variation), ``template(family)`` is the mid-range member (what metrics fit against).
+Meshes are ``(verts [V,3] float32, faces [F,3] int64)``, counter-clockwise from outside; parts
+touch but do not overlap, so the triangle soup's surface is (almost) the union's surface.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+FAMILIES = ("chair", "stool", "table", "bench")
+# Rotational symmetry about +Y: yaw is only defined modulo 360 / order.
+SYMMETRY_ORDER = {"chair": 1, "stool": 3, "table": 2, "bench": 1}
+# Parameter ranges (world units; the scene cube is [-1, 1]^3).
+RANGES: dict[str, dict[str, tuple[float, float]]] = {
+    "chair": {"width": (0.8, 0.95), "depth": (0.8, 0.95), "seat_h": (0.6, 0.75), "leg": (0.09, 0.13),
+              "back_h": (0.6, 0.8), "thick": (0.1, 0.12)},
+    "stool": {"radius": (0.36, 0.44), "seat_h": (0.95, 1.15), "leg": (0.09, 0.12), "thick": (0.1, 0.12)},
+    "table": {"width": (1.5, 1.7), "depth": (0.85, 1.0), "seat_h": (0.8, 0.95), "leg": (0.09, 0.12),
+              "thick": (0.08, 0.1)},
+    "bench": {"width": (1.6, 1.8), "depth": (0.5, 0.6), "seat_h": (0.45, 0.55), "leg": (0.1, 0.12),
+              "back_h": (0.4, 0.5), "thick": (0.1, 0.12)},
+}
+
+# A small colour vocabulary (linear albedo in [0, 1]); white is left out: it is the background.
+COLOURS: dict[str, tuple[float, float, float]] = {
+    "red": (0.8, 0.15, 0.12), "green": (0.2, 0.65, 0.2), "blue": (0.15, 0.3, 0.85),
+    "yellow": (0.9, 0.8, 0.15), "purple": (0.55, 0.2, 0.7), "orange": (0.95, 0.5, 0.1),
+}
+
+
+@dataclass
+class ToyObject:
+    """One procedural object: its family, parameters, mesh (canonical yaw) and albedo."""
+
+    family: str
+    params: dict[str, float]
+    verts: torch.Tensor
+    faces: torch.Tensor
+    colour: str | None = None
+
+    def albedo(self) -> tuple[float, float, float]:
+        return COLOURS[self.colour] if self.colour else (0.6, 0.6, 0.6)
+
+
+def box(lo: tuple[float, float, float], hi: tuple[float, float, float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Axis-aligned box from corner ``lo`` to ``hi``: 8 vertices, 12 outward CCW triangles."""
+    x0, y0, z0 = lo
+    x1, y1, z1 = hi
+    v = torch.tensor([[x0, y0, z0], [x1, y0, z0], [x1, y1, z0], [x0, y1, z0],
+                      [x0, y0, z1], [x1, y0, z1], [x1, y1, z1], [x0, y1, z1]], dtype=torch.float32)
+    f = torch.tensor([[0, 2, 1], [0, 3, 2], [4, 5, 6], [4, 6, 7], [0, 1, 5], [0, 5, 4],
+                      [3, 6, 2], [3, 7, 6], [0, 4, 7], [0, 7, 3], [1, 2, 6], [1, 6, 5]], dtype=torch.int64)
+    return v, f
+
+
+def cylinder(cx: float, cz: float, radius: float, y0: float, y1: float,
+             segments: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """Vertical capped cylinder about (cx, cz) from height y0 to y1, outward CCW triangles."""
+    ang = torch.arange(segments, dtype=torch.float32) * (2 * math.pi / segments)
+    ring = torch.stack([cx + radius * torch.sin(ang), torch.zeros(segments), cz + radius * torch.cos(ang)], -1)
+    bottom, top = ring.clone(), ring.clone()
+    bottom[:, 1], top[:, 1] = y0, y1
+    centres = torch.tensor([[cx, y0, cz], [cx, y1, cz]], dtype=torch.float32)
+    v = torch.cat([bottom, top, centres])
+    i = torch.arange(segments)
+    j = (i + 1) % segments
+    cb, ct = 2 * segments, 2 * segments + 1
+    # The ring runs counter-clockwise seen from +Y (sin, cos order), so side quads are (i, j, top j).
+    side = torch.cat([torch.stack([i, j, j + segments], -1), torch.stack([i, j + segments, i + segments], -1)])
+    caps = torch.cat([torch.stack([torch.full_like(i, cb), j, i], -1),
+                      torch.stack([torch.full_like(i, ct), i + segments, j + segments], -1)])
+    return v, torch.cat([side, caps]).long()
+
+
+def merge(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenate meshes into one (a soup of closed parts)."""
+    verts, faces, off = [], [], 0
+    for v, f in parts:
+        verts.append(v)
+        faces.append(f + off)
+        off += v.shape[0]
+    return torch.cat(verts), torch.cat(faces)
+
+
+def _legs_at_corners(hw: float, hd: float, leg: float, y0: float, y1: float) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [box((sx * hw - (leg if sx > 0 else 0), y0, sz * hd - (leg if sz > 0 else 0)),
+                (sx * hw + (0 if sx > 0 else leg), y1, sz * hd + (0 if sz > 0 else leg)))
+            for sx in (-1, 1) for sz in (-1, 1)]
+
+
+def build(family: str, p: dict[str, float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mesh of ``family`` with parameters ``p`` (see ``RANGES``), ground at y = 0 before centring."""
+    if family == "chair":
+        hw, hd = p["width"] / 2, p["depth"] / 2
+        seat = box((-hw, p["seat_h"], -hd), (hw, p["seat_h"] + p["thick"], hd))
+        top = p["seat_h"] + p["thick"]
+        back = box((-hw, top, -hd), (hw, top + p["back_h"], -hd + p["thick"]))
+        parts = [seat, back] + _legs_at_corners(hw, hd, p["leg"], 0.0, p["seat_h"])
+    elif family == "stool":
+        r = p["radius"]
+        # 24- and 12-gons: a turn by 120 deg maps the whole mesh onto itself (order 3 exactly).
+        seat = cylinder(0.0, 0.0, r, p["seat_h"], p["seat_h"] + p["thick"], 24)
+        legs = [cylinder(0.7 * r * math.sin(a), 0.7 * r * math.cos(a), p["leg"] / 2, 0.0, p["seat_h"], 12)
+                for a in (0.0, 2 * math.pi / 3, 4 * math.pi / 3)]
+        parts = [seat] + legs
+    elif family == "table":
+        hw, hd = p["width"] / 2, p["depth"] / 2
+        top = box((-hw, p["seat_h"], -hd), (hw, p["seat_h"] + p["thick"], hd))
+        parts = [top] + _legs_at_corners(hw - 0.05, hd - 0.05, p["leg"], 0.0, p["seat_h"])
+    elif family == "bench":
+        hw, hd, t = p["width"] / 2, p["depth"] / 2, p["thick"]
+        seat = box((-hw, p["seat_h"], -hd), (hw, p["seat_h"] + t, hd))
+        top = p["seat_h"] + t
+        back = box((-hw, top, -hd), (hw, top + p["back_h"], -hd + t))
+        legs = [box((sx * (hw - 0.1) - p["leg"] / 2, 0.0, -hd), (sx * (hw - 0.1) + p["leg"] / 2, p["seat_h"], hd))
+                for sx in (-1, 1)]
+        parts = [seat, back] + legs
+    else:
+        raise ValueError(f"unknown toy family '{family}' (known: {', '.join(FAMILIES)})")
+    v, f = merge(parts)
+    lo, hi = v.min(0).values, v.max(0).values
+    v = v - torch.tensor([0.0, float(lo[1] + hi[1]) / 2, 0.0])  # bounding box centred on y = 0
+    return v, f
+
+
+def template(family: str) -> ToyObject:
+    """The family's mid-range member, canonical yaw."""
+    if family not in RANGES:
+        raise ValueError(f"unknown toy family '{family}' (known: {', '.join(FAMILIES)})")
+    p = {k: (lo + hi) / 2 for k, (lo, hi) in RANGES[family].items()}
+    return ToyObject(family, p, *build(family, p))
+
+
+def sample_object(family: str, generator: torch.Generator, colour: str | None = None) -> ToyObject:
+    """A random member of ``family`` (parameters uniform in their ranges), canonical yaw."""
+    if family not in RANGES:
+        raise ValueError(f"unknown toy family '{family}' (known: {', '.join(FAMILIES)})")
+    p = {k: lo + (hi - lo) * float(torch.rand((), generator=generator)) for k, (lo, hi) in RANGES[family].items()}
+    return ToyObject(family, p, *build(family, p), colour=colour)
+
+
+def yaw_matrix(yaw_deg: float | torch.Tensor) -> torch.Tensor:
+    """Rotation [3,3] about +Y by ``yaw_deg`` (counter-clockwise seen from above): x' = R x."""
+    a = torch.deg2rad(torch.as_tensor(yaw_deg, dtype=torch.float32))
+    c, s = torch.cos(a), torch.sin(a)
+    one, zero = torch.ones_like(c), torch.zeros_like(c)
+    return torch.stack([torch.stack([c, zero, s]), torch.stack([zero, one, zero]), torch.stack([-s, zero, c])])
+
+
+def rotate_yaw(verts: torch.Tensor, yaw_deg: float | torch.Tensor) -> torch.Tensor:
+    """Vertices [V,3] rotated about +Y by ``yaw_deg``."""
+    return verts @ yaw_matrix(yaw_deg).to(verts).T

@@ -1,0 +1,182 @@
+"""Train the toy prior: ``python -m a3d_mesh.toy.train --out runs/toy-prior``.
+
+Renders the toy training set (``toy.data``, cached in the output folder), then trains the
+pixel-space UNet and its text encoder together with the plain epsilon objective
+``||eps - eps_theta(sqrt(a_t) x0 + sqrt(1 - a_t) eps, t, tau(caption))||^2`` (t uniform),
+AdamW at a constant learning rate after a short warm-up, and an exponential moving average of
+the weights, which is what gets saved (EMA weights sample far better after a short run).
+Captions are dropped to ``""`` at the data level (``DataConfig.p_empty``) so the model also
+learns the unconditional score that classifier-free guidance needs.
+
+Everything is seeded and the state (weights, EMA, optimiser, generator, step) is checkpointed
+atomically every ``--checkpoint-every`` steps; ``--resume`` continues exactly. ``--steps`` can be
+raised on resume (the learning rate is constant, so a longer run is the same run continued).
+At the end the EMA model is written in diffusers layout to ``OUT/prior`` with
+``a3d_toy.json`` (settings, time, final loss) and a sample grid ``OUT/samples.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from a3d_mesh.toy.data import DataConfig, caption, make_dataset
+from a3d_mesh.toy.prior import (TOY_MAX_LENGTH, build_modules, image_grid, new_scheduler, new_tokenizer, sample,
+                                save_prior, special_ids)
+from a3d_mesh.toy.shapes import COLOURS, FAMILIES
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m a3d_mesh.toy.train", description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=Path("runs/toy-prior"))
+    p.add_argument("--objects", type=int, default=4000, help="procedural objects (x4 views each)")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--ema", type=float, default=0.995)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--sample-steps", type=int, default=50, help="DDIM steps of the final sample grid")
+    p.add_argument("--resume", action="store_true")
+    return p.parse_args(argv)
+
+
+def _atomic_save(obj: object, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_or_make_dataset(out: Path, n_objects: int, seed: int) -> tuple[torch.Tensor, list[str]]:
+    path = out / "dataset.pt"
+    if path.is_file():
+        data = torch.load(path)
+        if data["objects"] == n_objects and data["seed"] == seed:
+            return data["images"], data["captions"]
+    t0 = time.time()
+    images, captions = make_dataset(n_objects, seed)
+    _atomic_save({"objects": n_objects, "seed": seed, "images": images, "captions": captions}, path)
+    print(f"[toy] rendered {images.shape[0]} training images in {time.time() - t0:.0f} s", flush=True)
+    return images, captions
+
+
+def sample_prompts() -> list[str]:
+    """One prompt per family x colour (the grid's rows are families), plus each bare family."""
+    return [caption(f, c) for f in FAMILIES for c in list(COLOURS)[:4]] + [caption(f, None) for f in FAMILIES]
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    a.out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = a.out / "train_state.pt"
+    images, captions = load_or_make_dataset(a.out, a.objects, a.seed)
+    tokenizer, vocab = new_tokenizer(a.out / "tokenizer")
+    uniq = sorted(set(captions))
+    ids_table = torch.tensor(tokenizer(uniq, padding="max_length", max_length=TOY_MAX_LENGTH, truncation=True).input_ids)
+    cap_index = torch.tensor([uniq.index(c) for c in captions])
+
+    torch.manual_seed(a.seed)
+    nets = build_modules(len(vocab), *special_ids(vocab))
+    unet, text = nets["unet"], nets["text_encoder"]
+    params = list(unet.parameters()) + list(text.parameters())
+    ema = [p.detach().clone() for p in params]
+    opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.0)
+    sched = new_scheduler()
+    alphas = torch.as_tensor(sched.alphas_cumprod, dtype=torch.float32)  # type: ignore[attr-defined]
+    g = torch.Generator().manual_seed(a.seed + 1)
+    step, losses, elapsed = 0, [], 0.0
+    if a.resume and ckpt_path.is_file():
+        st = torch.load(ckpt_path)
+        unet.load_state_dict(st["unet"])
+        text.load_state_dict(st["text"])
+        opt.load_state_dict(st["opt"])
+        for e, s in zip(ema, st["ema"]):
+            e.copy_(s)
+        g.set_state(st["generator"])
+        step, losses, elapsed = st["step"], st["losses"], st["elapsed"]
+        print(f"[toy] resumed at step {step}", flush=True)
+
+    def checkpoint() -> None:
+        _atomic_save({"unet": unet.state_dict(), "text": text.state_dict(), "opt": opt.state_dict(), "ema": ema,
+                      "generator": g.get_state(), "step": step, "losses": losses, "elapsed": elapsed}, ckpt_path)
+
+    unet.train(), text.train()
+    n = images.shape[0]
+    t_start = time.time() - elapsed
+    while step < a.steps:
+        idx = torch.randint(0, n, (a.batch,), generator=g)
+        x0 = images[idx].float().div(255).permute(0, 3, 1, 2) * 2 - 1
+        flip = torch.rand(a.batch, generator=g) < 0.5  # a mirrored chair is a chair; yaw is random anyway
+        x0 = torch.where(flip.view(-1, 1, 1, 1), x0.flip(-1), x0)
+        t = torch.randint(0, alphas.shape[0], (a.batch,), generator=g)
+        eps = torch.randn(x0.shape, generator=g)
+        ab = alphas[t].view(-1, 1, 1, 1)
+        xt = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+        ctx = text(ids_table[cap_index[idx]])[0]
+        pred = unet(xt, t, encoder_hidden_states=ctx, return_dict=False)[0]
+        loss = F.mse_loss(pred, eps)
+        for group in opt.param_groups:
+            group["lr"] = a.lr * min(1.0, (step + 1) / max(a.warmup, 1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        with torch.no_grad():
+            decay = min(a.ema, (1 + step) / (10 + step))  # short warm-up of the average itself
+            for e, p in zip(ema, params):
+                e.lerp_(p.detach(), 1 - decay)
+        step += 1
+        losses.append(loss.item())
+        elapsed = time.time() - t_start
+        if step % 20 == 0 or step == a.steps:
+            recent = sum(losses[-100:]) / len(losses[-100:])
+            rate = step / max(elapsed, 1e-6)
+            print(f"[toy] step {step}/{a.steps} loss {recent:.4f} {rate:.2f} it/s "
+                  f"ETA {(a.steps - step) / max(rate, 1e-9) / 60:.1f} min", flush=True)
+        if step % a.checkpoint_every == 0 or step == a.steps:
+            checkpoint()
+
+    # The EMA weights are the model.
+    with torch.no_grad():
+        for e, p in zip(ema, params):
+            p.copy_(e)
+    unet.eval(), text.eval()
+    final = sum(losses[-200:]) / max(len(losses[-200:]), 1)
+    info = {"format": 1, "resolution": int(images.shape[1]), "train": {k: str(v) if isinstance(v, Path) else v
+                                                                        for k, v in vars(a).items() if k not in ("resume", "out")},
+            "data": asdict(DataConfig()), "images": int(n), "steps": step, "train_seconds": round(elapsed, 1),
+            "final_loss_last200": round(final, 5), "torch": torch.__version__}
+    save_prior(a.out / "prior", unet, text, a.out / "tokenizer", sched, info)
+    prompts = sample_prompts()
+    with torch.no_grad():
+        ids = torch.tensor(tokenizer(prompts + [""], padding="max_length", max_length=TOY_MAX_LENGTH).input_ids)
+        h = text(ids)[0]
+        cond, uncond = h[:-1], h[-1:].expand(len(prompts), -1, -1)
+        rows = []
+        for r in range(4):  # four samples per prompt: one grid row per repeat
+            rows.append(sample(unet, cond, uncond, torch.Generator().manual_seed(100 + r), steps=a.sample_steps))
+    from PIL import Image
+
+    grid = image_grid(torch.stack(rows, 1).reshape(-1, *rows[0].shape[1:]), rows=len(prompts))
+    Image.fromarray((grid * 255).round().byte().numpy()).save(a.out / "samples.png")
+    (a.out / "samples.json").write_text(json.dumps({"rows": prompts, "cols": "4 seeds (100-103)"}, indent=2))
+    print(f"[toy] done: {step} steps in {elapsed / 60:.1f} min, final loss {final:.4f}; prior in {a.out / 'prior'}",
+          flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""The toy world: procedural families, training images, the prior's training command (exact resume)
+and pixel-space SDS through the ordinary guidance loader."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from a3d_mesh.guidance import GuidanceModelError, SDSConfig, SDSGuidance, encode_prompts, load_components
+from a3d_mesh.guidance import loader
+from a3d_mesh.toy import shapes
+from a3d_mesh.toy.data import DataConfig, make_dataset
+from a3d_mesh.toy.train import main as train_main
+
+
+def _signed_volume(v: torch.Tensor, f: torch.Tensor) -> float:
+    return float((v[f[:, 0]] * torch.cross(v[f[:, 1]], v[f[:, 2]], dim=-1)).sum() / 6)
+
+
+def test_primitives_are_closed_outward_and_exact() -> None:
+    v, f = shapes.box((0, 0, 0), (1, 2, 3))
+    assert _signed_volume(v, f) == pytest.approx(6.0)
+    v, f = shapes.cylinder(0.5, -0.5, 0.5, 0.0, 2.0, segments=64)
+    # A 64-gon prism: area (n/2) r^2 sin(2 pi / n) times the height.
+    assert _signed_volume(v, f) == pytest.approx(32 * 0.25 * torch.sin(torch.tensor(2 * torch.pi / 64)).item() * 2.0)
+    # Closed: every edge is shared by exactly two faces, in opposite directions.
+    edges = torch.cat([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
+    fwd = {tuple(e) for e in edges.tolist()}
+    assert all((b, a) in fwd for a, b in fwd) and len(fwd) == edges.shape[0]
+
+
+@pytest.mark.parametrize("family", shapes.FAMILIES)
+def test_families_fit_the_scene_and_vary(family: str) -> None:
+    t = shapes.template(family)
+    lo, hi = t.verts.min(0).values, t.verts.max(0).values
+    assert float(lo[1] + hi[1]) == pytest.approx(0.0, abs=1e-6)  # centred vertically
+    assert float(t.verts.abs().max()) < 0.95  # inside the scene cube with a margin
+    assert _signed_volume(t.verts, t.faces) > 0
+    g = torch.Generator().manual_seed(0)
+    a, b = shapes.sample_object(family, g), shapes.sample_object(family, g)
+    assert a.params != b.params
+    for obj in (a, b):
+        for k, (lo_k, hi_k) in shapes.RANGES[family].items():
+            assert lo_k <= obj.params[k] <= hi_k
+
+
+def test_symmetry_orders_match_the_geometry() -> None:
+    """Turning a shape by 360/order maps it onto itself; chairs and benches have no such turn."""
+
+    def same_after(family: str, yaw: float) -> bool:
+        t = shapes.template(family)
+        r = shapes.rotate_yaw(t.verts, yaw)
+        d = torch.cdist(r, t.verts).min(1).values.max()
+        return bool(d < 1e-3)  # float32 rotation and cdist error is ~2e-4
+
+    for family, order in shapes.SYMMETRY_ORDER.items():
+        if order > 1:
+            assert same_after(family, 360.0 / order), family
+        assert not same_after(family, 180.0) or order % 2 == 0, family
+    assert not same_after("chair", 90.0)
+
+
+def test_rotate_yaw_turns_towards_plus_x() -> None:
+    """+90 deg of yaw takes the +Z axis to +X (the camera azimuth convention)."""
+    out = shapes.rotate_yaw(torch.tensor([[0.0, 0.0, 1.0]]), 90.0)
+    assert torch.allclose(out, torch.tensor([[1.0, 0.0, 0.0]]), atol=1e-6)
+
+
+def test_unknown_family_is_an_error() -> None:
+    with pytest.raises(ValueError, match="unknown toy family 'sofa'"):
+        shapes.template("sofa")
+
+
+def test_dataset_is_seeded_and_captioned() -> None:
+    cfg = DataConfig(views_per_object=2)
+    imgs, caps = make_dataset(8, seed=3, cfg=cfg)
+    again, caps2 = make_dataset(8, seed=3, cfg=cfg)
+    assert imgs.shape == (16, 32, 32, 3) and imgs.dtype == torch.uint8
+    assert torch.equal(imgs, again) and caps == caps2
+    assert set(caps) <= {""} | {f"a {f}" for f in shapes.FAMILIES} | {
+        f"a {c} {f}" for f in shapes.FAMILIES for c in shapes.COLOURS}
+    # White background around an object that covers a real part of the frame.
+    fg = (imgs.float().mean(-1) < 240).float().mean((1, 2))
+    assert bool((fg > 0.03).all()) and bool((fg < 0.6).all())
+    assert bool((imgs[:, 0, 0] > 240).all())
+
+
+def _train(out: Path, *extra: str) -> None:
+    args = ["--out", str(out), "--objects", "8", "--batch", "4", "--warmup", "2", "--checkpoint-every", "2",
+            "--sample-steps", "2", "--threads", "1", *extra]
+    assert train_main(args) == 0
+
+
+def test_training_resumes_exactly_and_saves_a_loadable_prior(tmp_path: Path) -> None:
+    _train(tmp_path / "whole", "--steps", "4")
+    _train(tmp_path / "split", "--steps", "2")
+    _train(tmp_path / "split", "--steps", "4", "--resume")
+    a = torch.load(tmp_path / "whole" / "train_state.pt")
+    b = torch.load(tmp_path / "split" / "train_state.pt")
+    assert a["step"] == b["step"] == 4 and a["losses"] == b["losses"]
+    for k in a["unet"]:
+        assert torch.equal(a["unet"][k], b["unet"][k]), k
+    assert all(torch.equal(x, y) for x, y in zip(a["ema"], b["ema"]))
+    assert (tmp_path / "whole" / "samples.png").is_file()
+    comps = load_components(str(tmp_path / "whole" / "prior"), "cpu")
+    assert comps.vae is None and comps.unet.config.in_channels == 3
+    assert comps.unet.dtype == torch.float32  # saved in half, loaded in float32 on CPU
+
+
+def test_pixel_space_sds_puts_the_gradient_on_the_image(tmp_path: Path) -> None:
+    _train(tmp_path / "p", "--steps", "1")
+    comps = load_components(str(tmp_path / "p" / "prior"), "cpu")
+    emb = encode_prompts(comps, ["a red chair", "a blue table"])
+    sds = SDSGuidance(comps, emb, SDSConfig(guidance_scale=10.0, resolution=32), seed=0)
+    img = torch.full((2, 64, 64, 3), 0.5, requires_grad=True)
+    out = sds(img, torch.tensor([0.5, 0.5]), progress=0.3)
+    out.loss.backward()
+    assert img.grad is not None and bool(torch.isfinite(img.grad).all()) and float(img.grad.abs().sum()) > 0
+    # The gradient is g / B on the [-1, 1] image at 32 px: back through the 2x resize and the
+    # x -> 2x - 1 map, so it is non-zero everywhere the (smooth) SDS target differs.
+    assert out.grad_norm > 0 and not out.nonfinite
+
+
+def test_missing_toy_prior_is_a_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(loader, "bundled_toy_prior", lambda: tmp_path / "nowhere")
+    with pytest.raises(GuidanceModelError) as info:
+        load_components("toy", "cpu")
+    msg = str(info.value)
+    assert "\n" not in msg and "python -m a3d_mesh.toy.train" in msg
