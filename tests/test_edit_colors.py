@@ -1,4 +1,4 @@
-"""An edit input's own colours: per-vertex colours (PLY, OBJ) and a texture with UVs (GLB) load
+"""An edit input's own colours: per-vertex colours (PLY, OBJ) and a texture with UVs (GLB, OBJ) load
 as a surface colour field, survive normalisation and the run folder, and the reconstruction target
 of object 0 is rendered in them (a flat colour when the input has none)."""
 
@@ -32,15 +32,19 @@ def vertex_colored(path: Path) -> np.ndarray:
     return rgb / 255.0
 
 
-def textured_glb(path: Path) -> None:
-    """A box (extents 1.2 x 0.8 x 0.8) textured red where x < 0 and green where x > 0: u follows x."""
+def textured(path: Path) -> None:
+    """A box (extents 1.2 x 0.8 x 0.8) textured red where x < 0 and green where x > 0: u follows x.
+    GLB gets a glTF PBR material (white base colour factor), OBJ an MTL with map_Kd."""
     m = trimesh.creation.box(extents=[1.2, 0.8, 0.8])
     uv = np.stack([(m.vertices[:, 0] + 0.6) / 1.2 * 0.8 + 0.1, np.full(len(m.vertices), 0.5)], -1)
     img = np.zeros((64, 64, 3), np.uint8)
     img[:, :32] = (255, 0, 0)
     img[:, 32:] = (0, 255, 0)
-    mat = trimesh.visual.material.PBRMaterial(baseColorTexture=Image.fromarray(img), baseColorFactor=[255, 255, 255, 255])
-    m.visual = trimesh.visual.TextureVisuals(uv=uv, material=mat)
+    if path.suffix == ".glb":
+        mat = trimesh.visual.material.PBRMaterial(baseColorTexture=Image.fromarray(img), baseColorFactor=[255, 255, 255, 255])
+        m.visual = trimesh.visual.TextureVisuals(uv=uv, material=mat)
+    else:
+        m.visual = trimesh.visual.TextureVisuals(uv=uv, image=Image.fromarray(img))
     m.export(path)
 
 
@@ -58,9 +62,12 @@ def test_vertex_colours_load(tmp_path: Path, suffix: str) -> None:
     np.testing.assert_allclose(colors(pts).numpy(), (pts.numpy() + 1) / 2, atol=0.03)
 
 
-def test_texture_loads_at_surface_points(tmp_path: Path) -> None:
-    textured_glb(tmp_path / "t.glb")
-    v, f, colors = load_colored_mesh(tmp_path / "t.glb")
+@pytest.mark.parametrize("suffix", [".glb", ".obj"])
+def test_texture_loads_at_surface_points(tmp_path: Path, suffix: str) -> None:
+    textured(tmp_path / f"t{suffix}")
+    if suffix == ".obj":
+        assert (tmp_path / "material.mtl").is_file()  # the texture really travels through MTL + PNG
+    v, f, colors = load_colored_mesh(tmp_path / f"t{suffix}")
     assert colors is not None
     pts = torch.tensor(trimesh.sample.sample_surface(trimesh.Trimesh(v.numpy(), f.numpy()), 2000, seed=2)[0], dtype=torch.float32)
     rgb = colors(pts).numpy()
@@ -86,7 +93,7 @@ def front_halves(rgb: torch.Tensor, mask: torch.Tensor) -> tuple[np.ndarray, np.
 
 
 def test_reconstruction_target_renders_the_input_colours(tmp_path: Path) -> None:
-    textured_glb(tmp_path / "t.glb")
+    textured(tmp_path / "t.glb")
     inp = prepare_input(tmp_path / "t.glb")
     assert inp.colors is not None
     # The colour samples were normalised with the verts (largest half-extent 0.6 -> 0.8).

@@ -102,6 +102,12 @@ class SurfaceColors:
         return SurfaceColors((self.points - centre) * scale, self.colors)
 
 
+def _rgb01(c: object) -> np.ndarray:
+    """An RGB(A) colour as uint8 0..255 or float 0..1 -> rgb [3] float64 in [0, 1]."""
+    a = np.asarray(c)
+    return a[:3] / 255.0 if a.dtype.kind in "ui" else a[:3].astype(np.float64)
+
+
 def _part_colors(m: object, n: int, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
     """``n`` surface samples of one trimesh part with their rgb [n,3] in [0,1], or None if the part
     has no colour: texture (at the sample's interpolated UV, times the base colour factor), vertex
@@ -114,17 +120,19 @@ def _part_colors(m: object, n: int, seed: int) -> tuple[np.ndarray, np.ndarray] 
     faces = np.asarray(m.faces)[fidx]  # type: ignore[attr-defined]
     if isinstance(vis, trimesh.visual.TextureVisuals):
         mat = vis.material
-        if hasattr(mat, "baseColorTexture"):  # glTF PBR: the factor multiplies the texture (glTF spec)
-            image, factor = mat.baseColorTexture, mat.baseColorFactor
-        else:  # OBJ/MTL: map_Kd replaces Kd, as most renderers do
-            image, factor = getattr(mat, "image", None), None if getattr(mat, "image", None) is not None else getattr(mat, "diffuse", None)
+        pbr = hasattr(mat, "baseColorTexture")  # glTF; else an OBJ/MTL SimpleMaterial
+        image = mat.baseColorTexture if pbr else getattr(mat, "image", None)
+        factor = mat.baseColorFactor if pbr else getattr(mat, "diffuse", None)
+        if vis.uv is None or not len(vis.uv):
+            image = None  # a texture without UVs cannot be placed
         if image is None and factor is None:
             return None  # a bare default material: no colour of its own
-        f3 = np.ones(3) if factor is None else np.asarray(factor)[:3].astype(np.float64)
-        f3 = f3 / 255.0 if np.asarray(factor if factor is not None else 1.0).dtype.kind in "ui" else f3
-        if image is not None and vis.uv is not None and len(vis.uv):
+        f3 = np.ones(3) if factor is None else _rgb01(factor)
+        if image is not None:
             uv = (np.asarray(vis.uv)[faces] * bary[..., None]).sum(1)
-            rgb = uv_to_interpolated_color(uv, image)[:, :3] / 255.0 * f3
+            tex = uv_to_interpolated_color(uv, image)[:, :3] / 255.0
+            # glTF multiplies the texture by the factor; MTL's map_Kd replaces Kd (as most renderers do).
+            rgb = tex * f3 if pbr else tex
         else:
             rgb = np.broadcast_to(f3, (n, 3))
     elif vis.kind == "vertex":
