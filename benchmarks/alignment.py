@@ -1,0 +1,312 @@
+"""Benchmark (issue 9): does joint A3D generation align a set that independent runs leave misaligned?
+
+For each prompt set and seed, through the product's own CLI (``a3d-mesh run``, as a subprocess):
+
+* **joint**: one run of the whole set (N prompts);
+* **independent**: one single-prompt run per prompt, same seed, same per-object budget.
+
+Budget: the *per-object budget* is ``coarse.steps`` / ``refine.steps`` of the preset after the
+``--budget`` overrides (what a one-prompt run of that preset does). Independent runs get exactly
+that; the joint run of N prompts gets N times both step counts (A3D's own rule: 20k steps for a
+pair, 30k for three), so every object gets the same number of SDS steps either way. Every other
+``--budget`` override (e.g. ``refine.tet_resolution=32``) is passed to all runs unchanged.
+
+Measured per mesh (the exported GLB, read back with ``a3d_mesh.train.guide.load_mesh``) with
+:mod:`a3d_mesh.metrics.alignment`: the nearest family (class accuracy against the prompt's family)
+and the fidelity, the Chamfer distance (template units, i.e. the mesh scaled to the template's RMS
+radius; ~0.02 is the sampling floor of a perfect match, ~0.11+ is a wrong family) to the prompt
+family's template at its best yaw and scale. Per pair of a set: the relative yaw error of the
+best-fit yaws, modulo the symmetry common to both families (``relative_yaw_error``; the truth for
+an aligned set is 0), also divided by its chance level (P/4 for period P: 1.0 means no better than
+random yaws). Pairs where a fit is near-ambiguous (another yaw within 10% of the best) are counted
+and reported apart, never mixed into the main number. Time: wall seconds per joint run, and the
+sum of the N runs for independent.
+
+Aggregates are over (set, seed) units: the mean and sample standard deviation of each unit's mean.
+
+Run (the real benchmark; ~N x 10 min per set and seed on a 2-core CPU with the toy preset):
+
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/alignment.py --preset toy --seeds 2 --resume-safe --write
+
+Cheap checks: ``--dry-meshes`` replaces the runs by procedural meshes at known yaws (joint: one
+common yaw plus a few degrees of noise; independent: uniform random yaws), written as GLB run
+folders exactly like the CLI's, so the whole measurement and table path runs in seconds:
+
+    .venv/bin/python benchmarks/alignment.py --dry-meshes --sets chair-bench chair-table --seeds 1
+    .venv/bin/python benchmarks/alignment.py --preset toy --sets chair-bench --seeds 1 \\
+        --budget coarse.steps=20 refine.steps=10 --out runs/bench-alignment-smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import math
+import platform
+import shlex
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from a3d_mesh.metrics.alignment import TemplateFit, classify, pair_alignment  # noqa: E402
+from a3d_mesh.toy.shapes import FAMILIES  # noqa: E402
+
+SETS: dict[str, tuple[str, ...]] = {
+    "chair-bench": ("a red chair", "a blue bench"),
+    "chair-stool": ("a green chair", "a yellow stool"),
+    "table-bench": ("a purple table", "a red bench"),
+    "chair-table": ("a blue chair", "a green table"),
+    "chair-stool-table": ("a yellow chair", "a red stool", "a blue table"),
+}
+MODES = ("joint", "independent")
+_FIT_FIELDS = [f.name for f in dataclasses.fields(TemplateFit)]
+
+
+def family_of(prompt: str) -> str:
+    """The toy family a prompt names (exactly one of ``FAMILIES`` among its words)."""
+    found = [f for f in FAMILIES if f in prompt.lower().split()]
+    if len(found) != 1:
+        raise ValueError(f"prompt {prompt!r} must name exactly one of {', '.join(FAMILIES)}")
+    return found[0]
+
+
+def step_overrides(preset: str, budget: list[str], n: int) -> list[str]:
+    """Overrides for a run of ``n`` prompts: ``budget`` with coarse/refine steps set to ``n`` x the
+    per-object budget (see the module docstring); ensures a GLB is exported (what is measured)."""
+    from a3d_mesh.config import load_config
+
+    cfg = load_config(preset, budget)
+    rest = [o for o in budget if o.split("=", 1)[0].strip() not in ("coarse.steps", "refine.steps")]
+    out = rest + [f"coarse.steps={n * cfg.coarse.steps}", f"refine.steps={n * cfg.refine.steps}"]
+    if "glb" not in cfg.export.formats:
+        out.append(f"export.formats={','.join(cfg.export.formats + ['glb'])}")
+    return out
+
+
+def write_prompts(path: Path, prompts: tuple[str, ...]) -> None:
+    """``name: prompt`` lines, named by family so that export/<family>.glb is each object."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{family_of(p)}: {p}\n" for p in prompts), encoding="utf-8")
+
+
+def cli_run(run_dir: Path, prompts: tuple[str, ...], preset: str, seed: int, overrides: list[str],
+            resume_safe: bool, log: Path) -> dict:
+    """One ``a3d-mesh run`` (skipped under ``resume_safe`` when its manifest exists); its timing record."""
+    timing = run_dir / "bench-timing.json"
+    if resume_safe and (run_dir / "manifest.json").exists() and timing.exists():
+        return json.loads(timing.read_text(encoding="utf-8"))
+    pfile = run_dir.parent / f"{run_dir.name}.prompts.txt"
+    write_prompts(pfile, prompts)
+    resuming = resume_safe and (run_dir / "config.yaml").exists()  # an interrupted run: continue it
+    cmd = [sys.executable, "-m", "a3d_mesh_cli.main", "run", str(pfile), "--out", str(run_dir), "--quiet"]
+    cmd += ["--resume"] if resuming else ["--preset", preset, "--seed", str(seed), *overrides]
+    t0 = time.perf_counter()
+    with log.open("a", encoding="utf-8") as fh:
+        fh.write(f"$ {shlex.join(cmd)}\n")
+        fh.flush()
+        rc = subprocess.run(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT).returncode
+    rec = {"wall_s": time.perf_counter() - t0, "rc": rc, "resumed": resuming, "command": shlex.join(cmd)}
+    if rc == 0:
+        timing.write_text(json.dumps(rec, indent=2) + "\n", encoding="utf-8")
+    return rec
+
+
+def dry_run(run_dir: Path, prompts: tuple[str, ...], yaws: list[float], seed: int) -> dict:
+    """A run folder like the CLI's from procedural meshes at ``yaws`` (deg), one set transform
+    (ground at y = 0, 1 m tall) as export applies, GLBs written with trimesh."""
+    import trimesh
+
+    from a3d_mesh.toy.shapes import rotate_yaw, sample_object
+
+    g = torch.Generator().manual_seed(seed)
+    objs = [sample_object(family_of(p), g) for p in prompts]
+    meshes = [(o.family, rotate_yaw(o.verts, y), o.faces) for o, y in zip(objs, yaws)]
+    lo = min(float(v[:, 1].min()) for _, v, _ in meshes)
+    hi = max(float(v[:, 1].max()) for _, v, _ in meshes)
+    (run_dir / "export").mkdir(parents=True, exist_ok=True)
+    assets = []
+    for (name, v, f), p in zip(meshes, prompts):
+        v = (v - torch.tensor([0.0, lo, 0.0])) / (hi - lo)
+        trimesh.Trimesh(v.numpy(), f.numpy(), process=False).export(run_dir / "export" / f"{name}.glb")
+        assets.append({"name": name, "prompt": p, "kind": "object", "files": {"glb": f"{name}.glb"}})
+    (run_dir / "manifest.json").write_text(json.dumps({"assets": assets, "dry_yaws": yaws}, indent=2), encoding="utf-8")
+    return {"wall_s": 0.0, "rc": 0, "resumed": False, "command": "dry"}
+
+
+def measure_run(run_dir: Path) -> list[dict]:
+    """Per object mesh of a finished run: fitted family, correctness, fidelity and the prompt
+    family's fit (as a dict of ``TemplateFit`` fields, without its curve)."""
+    from a3d_mesh.train.guide import load_mesh
+
+    manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+    out = []
+    for a in manifest["assets"]:
+        if a.get("kind", "object") != "object":
+            continue
+        fam = family_of(a["prompt"])
+        v, f = load_mesh(run_dir / "export" / a["files"]["glb"])
+        c = classify(v, f)
+        fit = c.fits[fam]
+        out.append({"name": a["name"], "prompt": a["prompt"], "family": fam, "fitted": c.family,
+                    "correct": c.family == fam, "fidelity": fit.chamfer, "distances": c.distances,
+                    "fit": fit.to_dict(), "faces": int(f.shape[0])})
+    return out
+
+
+def pairs_of(meshes: list[dict]) -> list[dict]:
+    """Every pair of a set's meshes: :func:`pair_alignment` of their prompt-family fits."""
+    fits = [TemplateFit(**{k: m["fit"][k] for k in _FIT_FIELDS if k in m["fit"]}, yaws_deg=[], curve=[])
+            for m in meshes]
+    return [{"a": meshes[i]["name"], "b": meshes[j]["name"],
+             "both_correct": meshes[i]["correct"] and meshes[j]["correct"], **pair_alignment(fits[i], fits[j])}
+            for i in range(len(fits)) for j in range(i + 1, len(fits))]
+
+
+def _mean(xs: list[float]) -> float:
+    xs = [x for x in xs if not math.isnan(x)]
+    return sum(xs) / len(xs) if xs else math.nan
+
+
+def unit_summary(rec: dict) -> dict:
+    """One (set, seed, mode) record -> its scalar metrics (NaN where nothing was measurable)."""
+    meshes, pairs = rec["meshes"], rec["pairs"]
+    clear = [p for p in pairs if not p["ambiguous"]]
+    amb = [p for p in pairs if p["ambiguous"]]
+    return {"fidelity": _mean([m["fidelity"] for m in meshes]),
+            "accuracy": _mean([float(m["correct"]) for m in meshes]),
+            "align_deg": _mean([p["error_deg"] for p in clear]),
+            "align_chance": _mean([p["error_deg"] / p["chance_deg"] for p in clear]),
+            "ambiguous": float(len(amb)), "align_amb_deg": _mean([p["error_deg"] for p in amb]),
+            "failed": float(rec["failed"]), "time_s": rec["time_s"]}
+
+
+def aggregate(records: list[dict]) -> dict[str, dict[str, tuple[float, float, int]]]:
+    """Per mode, per metric: (mean, sample std, number of units with a value) over (set, seed) units.
+    ``ambiguous`` and ``failed`` are totals (std 0), not means."""
+    out: dict[str, dict[str, tuple[float, float, int]]] = {}
+    for mode in MODES:
+        units = [unit_summary(r) for r in records if r["mode"] == mode]
+        if not units:
+            continue
+        out[mode] = {}
+        for key in units[0]:
+            xs = [u[key] for u in units if not math.isnan(u[key])]
+            if key in ("ambiguous", "failed"):
+                out[mode][key] = (float(sum(xs)), 0.0, len(xs))
+                continue
+            m = _mean(xs)
+            sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
+            out[mode][key] = (m, sd if xs else math.nan, len(xs))
+    return out
+
+
+def _pm(v: tuple[float, float, int], fmt: str = "{:.3f}") -> str:
+    m, sd, n = v
+    return "n/a" if n == 0 or math.isnan(m) else f"{fmt.format(m)} ± {fmt.format(sd)}"
+
+
+def format_table(records: list[dict]) -> str:
+    """The markdown tables: joint vs independent overall, then alignment per set."""
+    agg = aggregate(records)
+    units = {m: sum(1 for r in records if r["mode"] == m) for m in MODES}
+    lines = ["| mode | units | fidelity (chamfer) | class acc | align err (deg) | err / chance | "
+             "ambiguous pairs (their err, deg) | failed runs | time (s) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for mode, a in agg.items():
+        lines.append(f"| {mode} | {units[mode]} | {_pm(a['fidelity'])} | {_pm(a['accuracy'], '{:.2f}')} | "
+                     f"{_pm(a['align_deg'], '{:.1f}')} | {_pm(a['align_chance'], '{:.2f}')} | "
+                     f"{int(a['ambiguous'][0])} ({_pm(a['align_amb_deg'], '{:.1f}')}) | {int(a['failed'][0])} | "
+                     f"{_pm(a['time_s'], '{:.0f}')} |")
+    lines += ["", "| set | period (deg) | joint align err (deg) | independent align err (deg) | ambiguous j / i |",
+              "|---|---|---|---|---|"]
+    for name in dict.fromkeys(r["set"] for r in records):
+        cells = []
+        for mode in MODES:
+            sub = [r for r in records if r["set"] == name and r["mode"] == mode]
+            cells.append(aggregate(sub).get(mode) if sub else None)
+        periods = sorted({p["period_deg"] for r in records if r["set"] == name for p in r["pairs"]})
+        err = [_pm(c["align_deg"], "{:.1f}") if c else "n/a" for c in cells]
+        amb = [str(int(c["ambiguous"][0])) if c else "-" for c in cells]
+        lines.append(f"| {name} | {', '.join(f'{p:g}' for p in periods) or '-'} | {err[0]} | {err[1]} | "
+                     f"{amb[0]} / {amb[1]} |")
+    return "\n".join(lines) + "\n"
+
+
+def bench_set(name: str, prompts: tuple[str, ...], seed: int, args: argparse.Namespace, log: Path) -> list[dict]:
+    """The joint and the independent records of one set at one seed."""
+    base = args.out / name / f"seed{seed}"
+    recs = []
+    for mode in MODES:
+        runs = [(base / "joint", prompts)] if mode == "joint" else [(base / f"indep-{family_of(p)}", (p,)) for p in prompts]
+        meshes, time_s, failed = [], 0.0, 0
+        for i, (run_dir, ps) in enumerate(runs):
+            if args.dry_meshes:  # joint: one common yaw + noise; independent: each its own yaw
+                g = torch.Generator().manual_seed(1000 * seed + zlib.crc32(name.encode()) % 1000 + i)
+                common = float(torch.rand((), generator=g)) * 360
+                yaws = ([common + float(torch.randn((), generator=g)) * args.dry_noise for _ in ps] if mode == "joint"
+                        else [float(torch.rand((), generator=g)) * 360 for _ in ps])
+                t = dry_run(run_dir, ps, yaws, seed)
+            else:
+                t = cli_run(run_dir, ps, args.preset, seed, step_overrides(args.preset, args.budget, len(ps)),
+                            args.resume_safe, log)
+            time_s += t["wall_s"]
+            if t["rc"] != 0:
+                failed += 1
+                print(f"  {name} seed {seed} {run_dir.name}: run failed (rc {t['rc']}); see {log}", flush=True)
+                continue
+            meshes += measure_run(run_dir)
+        recs.append({"set": name, "seed": seed, "mode": mode, "meshes": meshes, "pairs": pairs_of(meshes),
+                     "time_s": time_s, "failed": failed})
+        print(f"  {name} seed {seed} {mode}: {unit_summary(recs[-1])}", flush=True)
+    return recs
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="toy", help="preset of every run (configs/*.yaml or a YAML file)")
+    ap.add_argument("--sets", nargs="+", choices=sorted(SETS), default=list(SETS), help="prompt sets to run")
+    ap.add_argument("--seeds", type=int, default=2, help="seeds 0..N-1, each used by the joint and the independent runs")
+    ap.add_argument("--budget", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="per-object overrides; coarse.steps / refine.steps are multiplied by N for a joint run")
+    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-alignment", help="folder for runs and results")
+    ap.add_argument("--resume-safe", action="store_true", help="skip runs whose manifest exists; continue interrupted ones")
+    ap.add_argument("--dry-meshes", action="store_true", help="procedural meshes at known yaws instead of runs")
+    ap.add_argument("--dry-noise", type=float, default=3.0, help="--dry-meshes: joint yaw noise (deg, std)")
+    ap.add_argument("--write", action="store_true", help="append the table to --results-md")
+    ap.add_argument("--results-md", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> str:
+    args = parse_args(argv)
+    args.out = args.out.resolve()
+    args.out.mkdir(parents=True, exist_ok=True)
+    log = args.out / "runs.log"
+    records = []
+    for name in args.sets:
+        for seed in range(args.seeds):
+            records += bench_set(name, SETS[name], seed, args, log)
+    (args.out / "results.json").write_text(json.dumps(records, indent=2) + "\n", encoding="utf-8")
+    table = format_table(records)
+    print(table)
+    if args.write:
+        cmd = "python benchmarks/alignment.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+        head = (f"\n## Alignment: joint A3D vs independent runs ({datetime.date.today().isoformat()})\n\n"
+                f"`{cmd}` ({'procedural dry meshes, not runs' if args.dry_meshes else f'preset {args.preset}'}; "
+                f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads)\n\n")
+        with args.results_md.open("a", encoding="utf-8") as fh:
+            fh.write(head + table)
+    return table
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""benchmarks/alignment.py: budget mapping, pair and table aggregation, and a dry end-to-end pass."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("bench_alignment", ROOT / "benchmarks" / "alignment.py")
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+
+
+def fit(family: str, yaw: float, alternatives: list[float] | None = None) -> dict:
+    period = {"chair": 360.0, "stool": 120.0, "table": 180.0, "bench": 360.0}[family]
+    return {"family": family, "yaw_deg": yaw, "period_deg": period, "scale": 1.0, "translation": [0, 0, 0],
+            "chamfer": 0.03, "alternatives": alternatives or [], "second_ratio": 2.0}
+
+
+def mesh(name: str, family: str, yaw: float, fidelity: float = 0.03, correct: bool = True,
+         alternatives: list[float] | None = None) -> dict:
+    return {"name": name, "prompt": f"a red {family}", "family": family, "fitted": family if correct else "stool",
+            "correct": correct, "fidelity": fidelity, "fit": fit(family, yaw, alternatives)}
+
+
+def record(set_name: str, seed: int, mode: str, meshes: list[dict], time_s: float = 10.0, failed: int = 0) -> dict:
+    return {"set": set_name, "seed": seed, "mode": mode, "meshes": meshes, "pairs": bench.pairs_of(meshes),
+            "time_s": time_s, "failed": failed}
+
+
+def test_family_of_and_budget_mapping() -> None:
+    assert bench.family_of("a blue Table") == "table"
+    with pytest.raises(ValueError):
+        bench.family_of("a chair and a table")
+    with pytest.raises(ValueError):
+        bench.family_of("a sofa")
+    budget = ["coarse.steps=7", "refine.steps=3", "refine.tet_resolution=16"]
+    assert bench.step_overrides("tiny", budget, 1) == ["refine.tet_resolution=16", "coarse.steps=7", "refine.steps=3"]
+    joint = bench.step_overrides("tiny", budget, 3)
+    assert "coarse.steps=21" in joint and "refine.steps=9" in joint and "refine.tet_resolution=16" in joint
+    # Without overrides the per-object budget is the preset's own step counts (tiny: 30 / 20).
+    assert bench.step_overrides("tiny", [], 2) == ["coarse.steps=60", "refine.steps=40"]
+
+
+def test_pairs_use_the_common_period_and_flag_ambiguity() -> None:
+    pairs = bench.pairs_of([mesh("chair", "chair", 10.0), mesh("table", "table", 175.0),
+                            mesh("bench", "bench", 100.0, alternatives=[280.0])])
+    by = {(p["a"], p["b"]): p for p in pairs}
+    assert by[("chair", "table")]["error_deg"] == pytest.approx(15.0)  # 165 mod 180 -> 15
+    assert by[("chair", "table")]["period_deg"] == 180.0 and not by[("chair", "table")]["ambiguous"]
+    amb = by[("chair", "bench")]
+    assert amb["ambiguous"] and amb["error_deg"] == pytest.approx(90.0) and amb["error_min_deg"] == pytest.approx(90.0)
+    assert by[("table", "bench")]["error_min_deg"] == pytest.approx(75.0)  # 105 mod 180 = 75; alt: 105 -> 75
+
+
+def test_aggregation_means_spreads_and_separates_ambiguous_pairs() -> None:
+    recs = [
+        record("s1", 0, "joint", [mesh("chair", "chair", 0.0, 0.02), mesh("bench", "bench", 4.0, 0.04)], 30.0),
+        record("s1", 1, "joint", [mesh("chair", "chair", 0.0, 0.04), mesh("bench", "bench", 8.0, 0.06)], 50.0),
+        record("s1", 0, "independent", [mesh("chair", "chair", 0.0), mesh("bench", "bench", 90.0, correct=False)], 20.0),
+        record("s1", 1, "independent", [mesh("chair", "chair", 0.0),
+                                        mesh("bench", "bench", 170.0, alternatives=[350.0])], 20.0, failed=1),
+    ]
+    agg = bench.aggregate(recs)
+    j, i = agg["joint"], agg["independent"]
+    assert j["fidelity"][:2] == pytest.approx((0.04, math.sqrt(2) * 0.01))  # unit means 0.03, 0.05
+    assert j["align_deg"][:2] == pytest.approx((6.0, math.sqrt(8.0)))
+    assert j["align_chance"][0] == pytest.approx(6.0 / 90.0)
+    assert j["time_s"][0] == pytest.approx(40.0) and j["ambiguous"][0] == 0
+    # The ambiguous pair (seed 1) is counted and kept out of the main alignment number.
+    assert i["align_deg"][:3] == pytest.approx((90.0, 0.0, 1))
+    assert i["ambiguous"][0] == 1 and i["align_amb_deg"][0] == pytest.approx(170.0)
+    assert i["accuracy"][0] == pytest.approx(0.75) and i["failed"][0] == 1
+    table = bench.format_table(recs)
+    assert "| joint | 2 | 0.040 ± 0.014 | 1.00 ± 0.00 | 6.0 ± 2.8 |" in table
+    assert "| independent | 2 |" in table and "1 (170.0 ± 0.0)" in table
+    assert "| s1 | 360 | 6.0 ± 2.8 | 90.0 ± 0.0 | 0 / 1 |" in table
+
+
+def test_empty_measurements_are_n_a_not_zero() -> None:
+    recs = [record("s2", 0, "joint", [], failed=1)]
+    a = bench.aggregate(recs)["joint"]
+    assert a["align_deg"][2] == 0 and math.isnan(a["align_deg"][0])
+    assert "n/a" in bench.format_table(recs)
+
+
+def test_resume_safe_skips_a_finished_run_and_the_cli_reports_failures(tmp_path: Path) -> None:
+    done = tmp_path / "done"
+    done.mkdir()
+    (done / "manifest.json").write_text("{}")
+    (done / "bench-timing.json").write_text(json.dumps({"wall_s": 12.5, "rc": 0}))
+    rec = bench.cli_run(done, ("a red chair",), "no-such-preset", 0, [], True, tmp_path / "log")
+    assert rec["wall_s"] == 12.5 and not (tmp_path / "log").exists()
+    # A real CLI call that fails on its input: exit code 2 recorded, no timing written.
+    bad = bench.cli_run(tmp_path / "bad", ("a red chair",), "no-such-preset", 0, [], True, tmp_path / "log")
+    assert bad["rc"] == 2 and not (tmp_path / "bad" / "bench-timing.json").exists()
+    assert "no-such-preset" in (tmp_path / "log").read_text()
+
+
+def test_dry_end_to_end_writes_results_and_markdown(tmp_path: Path) -> None:
+    md = tmp_path / "RESULTS.md"
+    argv = ["--dry-meshes", "--sets", "chair-bench", "--seeds", "1", "--out", str(tmp_path / "out"), "--write",
+            "--results-md", str(md)]
+    bench.main(argv)
+    recs = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [r["mode"] for r in recs] == ["joint", "independent"]
+    joint = recs[0]
+    assert all(m["correct"] for r in recs for m in r["meshes"]) and len(joint["meshes"]) == 2
+    # Dry joint yaws share one common yaw up to 3 deg of noise: the fitted error must show it.
+    truth = json.loads((tmp_path / "out" / "chair-bench" / "seed0" / "joint" / "manifest.json").read_text())["dry_yaws"]
+    err = abs(truth[0] - truth[1])
+    assert joint["pairs"][0]["error_deg"] == pytest.approx(min(err, 360 - err), abs=3.0)
+    text = md.read_text()
+    assert "## Alignment: joint A3D vs independent runs" in text and "--dry-meshes" in text and "| joint | 1 |" in text
