@@ -40,7 +40,7 @@ def test_sampled_family_members_classify_right() -> None:
     for family in FAMILIES:
         obj = sample_object(family, g)
         yaw = float(torch.rand((), generator=g)) * 360.0
-        c = classify(1.7 * rotate_yaw(obj.verts, yaw), obj.faces)
+        c = classify(1.7 * rotate_yaw(obj.verts, yaw), obj.faces, n_points=400)  # a coarser search still separates them
         assert c.family == family, (family, c.distances)
         fit = c.fits[family]
         assert yaw_gap(fit.yaw_deg, yaw, fit.period_deg) <= 6.0
