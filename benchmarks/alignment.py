@@ -44,12 +44,14 @@ import dataclasses
 import datetime
 import json
 import math
+import os
 import platform
 import shlex
 import subprocess
 import sys
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -99,7 +101,7 @@ def write_prompts(path: Path, prompts: tuple[str, ...]) -> None:
 
 
 def cli_run(run_dir: Path, prompts: tuple[str, ...], preset: str, seed: int, overrides: list[str],
-            resume_safe: bool, log: Path) -> dict:
+            resume_safe: bool, log: Path, threads: int = 0) -> dict:
     """One ``a3d-mesh run`` (skipped under ``resume_safe`` when its manifest exists); its timing record."""
     timing = run_dir / "bench-timing.json"
     if resume_safe and (run_dir / "manifest.json").exists() and timing.exists():
@@ -108,12 +110,14 @@ def cli_run(run_dir: Path, prompts: tuple[str, ...], preset: str, seed: int, ove
     write_prompts(pfile, prompts)
     resuming = resume_safe and (run_dir / "config.yaml").exists()  # an interrupted run: continue it
     cmd = [sys.executable, "-m", "a3d_mesh_cli.main", "run", str(pfile), "--out", str(run_dir), "--quiet"]
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads)) if threads else None
     cmd += ["--resume"] if resuming else ["--preset", preset, "--seed", str(seed), *overrides]
     t0 = time.perf_counter()
+    run_log = run_dir.parent / f"{run_dir.name}.log"  # one log per run: parallel runs must not interleave
+    with run_log.open("w", encoding="utf-8") as fh:
+        rc = subprocess.run(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env).returncode
     with log.open("a", encoding="utf-8") as fh:
-        fh.write(f"$ {shlex.join(cmd)}\n")
-        fh.flush()
-        rc = subprocess.run(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT).returncode
+        fh.write(f"$ {shlex.join(cmd)}\n{run_log.read_text(encoding='utf-8')}")
     rec = {"wall_s": time.perf_counter() - t0, "rc": rc, "resumed": resuming, "command": shlex.join(cmd)}
     if rc == 0:
         timing.write_text(json.dumps(rec, indent=2) + "\n", encoding="utf-8")
@@ -241,6 +245,34 @@ def format_table(records: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plan_runs(args: argparse.Namespace) -> list[tuple[Path, tuple[str, ...], int]]:
+    """Every CLI run of the benchmark: (run folder, prompts, seed), joint and independent."""
+    out = []
+    for name in args.sets:
+        for seed in range(args.seeds):
+            base = args.out / name / f"seed{seed}"
+            out.append((base / "joint", SETS[name], seed))
+            out += [(base / f"indep-{family_of(p)}", (p,), seed) for p in SETS[name]]
+    return out
+
+
+def run_all(args: argparse.Namespace, log: Path) -> None:
+    """Run every planned run, ``args.jobs`` at a time with one thread each (on a small CPU two
+    one-thread runs finish sooner than two two-thread runs in turn). Measuring comes after, from
+    the folders, so ``bench_set`` then only reads their timing records."""
+    runs = plan_runs(args)
+    threads = 1 if args.jobs > 1 else 0
+
+    def one(r: tuple[Path, tuple[str, ...], int]) -> None:
+        run_dir, ps, seed = r
+        rec = cli_run(run_dir, ps, args.preset, seed, step_overrides(args.preset, args.budget, len(ps)), True, log,
+                      threads)
+        print(f"  ran {run_dir.relative_to(args.out)}: rc {rec['rc']}, {rec['wall_s']:.0f} s", flush=True)
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        list(pool.map(one, runs))
+
+
 def bench_set(name: str, prompts: tuple[str, ...], seed: int, args: argparse.Namespace, log: Path) -> list[dict]:
     """The joint and the independent records of one set at one seed."""
     base = args.out / name / f"seed{seed}"
@@ -279,6 +311,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="per-object overrides; coarse.steps / refine.steps are multiplied by N for a joint run")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-alignment", help="folder for runs and results")
     ap.add_argument("--resume-safe", action="store_true", help="skip runs whose manifest exists; continue interrupted ones")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at a time (each then uses one thread)")
     ap.add_argument("--dry-meshes", action="store_true", help="procedural meshes at known yaws instead of runs")
     ap.add_argument("--dry-noise", type=float, default=3.0, help="--dry-meshes: joint yaw noise (deg, std)")
     ap.add_argument("--write", action="store_true", help="append the table to --results-md")
@@ -291,6 +324,9 @@ def main(argv: list[str] | None = None) -> str:
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     log = args.out / "runs.log"
+    if args.jobs > 1 and not args.dry_meshes:
+        run_all(args, log)
+        args.resume_safe = True  # every run is done now: bench_set reads their timings back
     records = []
     for name in args.sets:
         for seed in range(args.seeds):
