@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,12 +16,9 @@ import torch
 from typer.testing import CliRunner
 
 from a3d_mesh.assets import TrainedSet, hybrid_items
-from a3d_mesh.config import ConfigError, load_config
+from a3d_mesh.config import ConfigError, dump_config, load_config
 from a3d_mesh.hybrid import code_field, parse_hybrid
-from a3d_mesh.prompts import parse_prompts
-from a3d_mesh.train.finetune import SKIP_IMAGES, finetune_hybrids, parse_steps, volume_share
-from a3d_mesh.train.loop import Progress
-from a3d_mesh.train.pipeline import run
+from a3d_mesh.train.finetune import SKIP_IMAGES, parse_steps, volume_share
 from a3d_mesh_cli.main import app
 
 # The smallest tiny-prior run that still has a surface at both corners (about 30 s on one core).
@@ -32,9 +29,20 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("ft") / "run"
-    run(out, parse_prompts("dog: a dog\ncat: a cat\n"), load_config("tiny", SMALL), progress=Progress(quiet=True))
-    return out
+    """A tiny set trained with one hybrid fine-tuned at run time (``run --hybrid-finetune``)."""
+    d = tmp_path_factory.mktemp("ft")
+    (d / "pets.txt").write_text("dog: a dog\ncat: a cat\n")
+    res = runner.invoke(app, ["run", str(d / "pets.txt"), "--preset", "tiny", "--out", str(d / "run"), "-q",
+                              "--hybrid", "first=dog@y>0,cat", "--hybrid-finetune", "2", *SMALL])
+    assert res.exit_code == 0, res.output
+    return d / "run"
+
+
+def test_run_exports_its_finetuned_hybrid(trained: Path) -> None:
+    man = json.loads((trained / "manifest.json").read_text())
+    recs = {a["name"]: a for a in man["assets"]}
+    assert list(recs) == ["dog", "cat", "first"] and recs["first"]["finetune"]["steps"] == 2
+    assert (trained / "export" / "first.glb").is_file() and "previews/first.png" in man["previews"]
 
 
 def digests(run_dir: Path) -> dict[str, str]:
@@ -81,16 +89,21 @@ def test_volume_share_is_on_the_simplex(trained: Path) -> None:
     assert float(share[1]) > float(share[0])  # the dog owns only x > 0.5: less than half the volume
 
 
-def test_images_runs_skip_with_a_message(trained: Path) -> None:
-    ts = TrainedSet.load(trained)
-    images = dataclasses.replace(ts, cfg=dataclasses.replace(ts.cfg, guidance=dataclasses.replace(ts.cfg.guidance, kind="images")))
-    log = io.StringIO()
-    out = finetune_hybrids(images, [parse_hybrid("mix=dog@x>0,cat", ts.prompts.names)], 3, Progress(stream=log))
-    assert out[0][0] is images and out[0][1] == {"steps": 0, "requested_steps": 3, "skipped": SKIP_IMAGES}
-    assert "[finetune] skipped" in log.getvalue() and "untuned" in log.getvalue()
+def test_images_runs_skip_with_a_message(trained: Path, tmp_path: Path) -> None:
+    # An images-guided run folder: the same trained set, its config saying guidance.kind=images.
+    img = tmp_path / "img"
+    shutil.copytree(trained, img)
+    cfg = load_config(str(img / "config.yaml"))
+    (img / "config.yaml").write_text(dump_config(dataclasses.replace(cfg, guidance=dataclasses.replace(cfg.guidance, kind="images"))))
+    res = runner.invoke(app, ["hybrid", str(img), "--hybrid", "mix=dog@x>0,cat", "--hybrid-finetune", "3"])
+    assert res.exit_code == 0, res.output
+    assert f"[finetune] skipped: {SKIP_IMAGES}; hybrids are exported untuned" in res.output
+    rec = {a["name"]: a for a in json.loads((img / "manifest.json").read_text())["assets"]}["mix"]
+    assert rec["finetune"] == {"steps": 0, "requested_steps": 3, "skipped": SKIP_IMAGES}
+    assert (img / "export" / "mix.glb").is_file()
 
 
-@pytest.mark.parametrize("steps", ["-3", "abc", "1.5", "", "1e3"])
+@pytest.mark.parametrize("steps", ["-3", "abc", "1.5", "", "1e3", "\u00b2", "100001"])
 def test_malformed_steps_are_one_line_errors(trained: Path, tmp_path: Path, steps: str) -> None:
     with pytest.raises(ConfigError, match="--hybrid-finetune: expected a whole number"):
         parse_steps(steps)

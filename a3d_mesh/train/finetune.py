@@ -31,7 +31,7 @@ skipped with a message and the hybrid is exported untuned (recorded in the manif
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 
@@ -55,13 +55,13 @@ def parse_steps(text: str | int | None) -> int:
     if text is None:
         return 0
     s = str(text).strip()
-    if not s.isdigit() or int(s) > MAX_STEPS:
+    if not (s.isascii() and s.isdigit()) or int(s) > MAX_STEPS:  # isdigit alone takes '²'
         raise ConfigError(f"--hybrid-finetune: expected a whole number of steps in 0..{MAX_STEPS}, got '{text}'")
     return int(s)
 
 
 @torch.no_grad()
-def volume_share(ts: "TrainedSet", u: Any) -> torch.Tensor:
+def volume_share(ts: "TrainedSet", u: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """The hybrid's mean code over its own interior, ``[K]`` on the simplex (see module docstring).
 
     Averaged over the undeformed grid vertices (world frame) where the untuned hybrid's SDF is
