@@ -25,12 +25,16 @@ from .tets import tet_edges, tet_grid
 # A code for the whole grid ([K]) or a code field evaluated at world points ([V, 3] -> [V, K]).
 Code = Union[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
 
+# The SDF floor on the grid's outer vertices (see ``DMTetField.sdf_and_verts``).
+BOUNDARY_SDF = 1e-4
+
 
 class DMTetField(nn.Module):
     """Shared DMTet grid with latent-conditioned SDF and offset heads.
 
     Attributes:
         grid_verts: [V, 3] float32 buffer, undeformed grid vertices in the unit cube.
+        boundary: [V] bool buffer, the vertices on the faces of the cube.
         tets: [T, 4] int64 buffer, positively oriented.
         edges: [E, 2] int64 unique grid edges (for :func:`sdf_sign_entropy`), computed on first
             access on the device of ``tets`` (a sort of 6T keys: seconds on CPU at 128).
@@ -57,6 +61,7 @@ class DMTetField(nn.Module):
         verts, tets = tet_grid(resolution)
         self.register_buffer("grid_verts", verts, persistent=False)
         self.register_buffer("tets", tets, persistent=False)
+        self.register_buffer("boundary", (verts.abs() >= 0.5 - 1e-6).any(-1), persistent=False)
         self._edges: torch.Tensor | None = None
         self.field = LatentField(n_codes, grid, heads={"sdf": 1, "offset": 3}, hidden=hidden,
                                  n_hidden_layers=n_hidden_layers, bound=bound, backend=backend, seed=seed)
@@ -108,11 +113,16 @@ class DMTetField(nn.Module):
                 at the undeformed grid vertices.
 
         Returns:
-            sdf: [V] float32 per grid vertex.
+            sdf: [V] float32 per grid vertex; on the cube's faces at least ``BOUNDARY_SDF``.
             verts_world: [V, 3] float32 deformed grid vertices in the world frame.
+
+        The cube's outer vertices are kept outside: a shape (or debris in corners no training view
+        sees) that reaches the cube would otherwise be cut open there, and every mesh of the set,
+        hybrids included, must be closed.
         """
         base = self.world_grid
         sdf, offset = self.query(base, u)
+        sdf = torch.where(self.boundary, sdf.clamp_min(BOUNDARY_SDF), sdf)
         return sdf, base + offset
 
     def extract(self, u: Code, return_tet_idx: bool = False) -> tuple[torch.Tensor, ...]:
