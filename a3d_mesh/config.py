@@ -41,7 +41,11 @@ class GuidanceConfig:
     targets: list[str] = field(default_factory=list)
     target_weight_mask: float = 1.0
     target_weight_normal: float = 0.1
-    target_weight_depth: float = 0.1
+    # Silhouettes (mask, rgb edges) constrain a surface only where some view ray grazes it, so a
+    # flat face's position comes from depth alone; its squared error in world units is ~1e-3 for a
+    # face a few hundredths off, so at 0.1 it was drowned by the other terms (issue 6: the box
+    # target stayed ~0.06 too large on every side through the whole refine stage).
+    target_weight_depth: float = 1.0
     # Editing use: the normalised input mesh (a file in the run folder) pinned to object 0.
     pin_input: str = ""
 
