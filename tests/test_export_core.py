@@ -10,7 +10,7 @@ import trimesh
 
 from a3d_mesh.export import ExportError, SetTransform, clean_mesh, set_transform, unwrap
 from a3d_mesh.export import uv as uv_mod
-from a3d_mesh.export.atomic import atomic_path, atomic_write_bytes
+from a3d_mesh.atomic import atomic_path, atomic_write_bytes
 from a3d_mesh.export.uv import per_triangle_atlas
 
 

@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .atomic import atomic_path
+from a3d_mesh.atomic import atomic_path
 from .errors import ExportError
 
 BLENDER_SCRIPT = """

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import atomic_write_bytes
+from a3d_mesh.atomic import atomic_write_bytes
 
 _GLB_MAGIC = 0x46546C67  # "glTF"
 _CHUNK_JSON = 0x4E4F534A

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write_bytes, atomic_write_text
+from a3d_mesh.atomic import atomic_write_bytes, atomic_write_text
 
 
 def _rows(fmt: str, arr: np.ndarray) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path
+from a3d_mesh.atomic import atomic_path
 from .errors import ExportError
 
 

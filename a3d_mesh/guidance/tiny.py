@@ -161,8 +161,9 @@ def tiny_modules(vocab_size: int, eos_id: int, bos_id: int) -> dict[str, torch.n
     return {"unet": unet, "vae": vae, "text_encoder": text_encoder}
 
 
-def _model_index() -> dict[str, object]:
-    """``model_index.json`` content naming each component's library and class (SD layout)."""
+def model_index(vae: bool = True) -> dict[str, object]:
+    """``model_index.json`` content naming each component's library and class (SD layout);
+    ``vae=False`` declares a pixel-space pipeline (``"vae": [null, null]``)."""
     import diffusers
 
     return {
@@ -175,7 +176,7 @@ def _model_index() -> dict[str, object]:
         "text_encoder": ["transformers", "CLIPTextModel"],
         "tokenizer": ["transformers", "CLIPTokenizer"],
         "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"],
+        "vae": ["diffusers", "AutoencoderKL"] if vae else [None, None],
     }
 
 
@@ -217,7 +218,7 @@ def build_tiny_pipeline(path: Path, seed: int = 0) -> Path:
             steps_offset=1,
         )
         scheduler.save_pretrained(staging / "scheduler")
-        (staging / "model_index.json").write_text(json.dumps(_model_index(), indent=2), encoding="utf-8")
+        (staging / "model_index.json").write_text(json.dumps(model_index(), indent=2), encoding="utf-8")
         # A marker of our own (not in model_index.json, which diffusers validates) dates the build.
         (staging / TINY_MARKER).write_text(json.dumps({"format": TINY_FORMAT_VERSION, "seed": seed}))
         if path.exists():

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from a3d_mesh.guidance.tiny import BOS_TOKEN, EOS_TOKEN, tiny_vocab_and_merges, write_tiny_tokenizer
+from a3d_mesh.guidance.tiny import BOS_TOKEN, EOS_TOKEN, model_index, tiny_vocab_and_merges, write_tiny_tokenizer
 from a3d_mesh.toy.shapes import COLOURS, FAMILIES
 
 TOY_MAX_LENGTH = 16
@@ -81,24 +81,6 @@ def special_ids(vocab: dict[str, int]) -> tuple[int, int]:
     return vocab[EOS_TOKEN], vocab[BOS_TOKEN]
 
 
-def model_index() -> dict[str, object]:
-    """SD's ``model_index.json`` with the VAE (and safety parts) absent."""
-    import diffusers
-
-    return {
-        "_class_name": "StableDiffusionPipeline",
-        "_diffusers_version": diffusers.__version__,
-        "feature_extractor": [None, None],
-        "requires_safety_checker": False,
-        "safety_checker": [None, None],
-        "scheduler": ["diffusers", "DDPMScheduler"],
-        "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"],
-        "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": [None, None],
-    }
-
-
 def save_prior(folder: Path, unet: torch.nn.Module, text_encoder: torch.nn.Module, tokenizer_dir: Path,
                scheduler: object, info: dict[str, object]) -> None:
     """Write the prior in diffusers layout (weights in float16 to halve the shipped size)."""
@@ -112,7 +94,7 @@ def save_prior(folder: Path, unet: torch.nn.Module, text_encoder: torch.nn.Modul
     if (folder / "tokenizer").resolve() != tokenizer_dir.resolve():
         shutil.copytree(tokenizer_dir, folder / "tokenizer", dirs_exist_ok=True)
     scheduler.save_pretrained(folder / "scheduler")  # type: ignore[attr-defined]
-    (folder / "model_index.json").write_text(json.dumps(model_index(), indent=2), encoding="utf-8")
+    (folder / "model_index.json").write_text(json.dumps(model_index(vae=False), indent=2), encoding="utf-8")
     (folder / TOY_MARKER).write_text(json.dumps(info, indent=2), encoding="utf-8")
 
 

@@ -3,14 +3,15 @@
 Renders the toy training set (``toy.data``, cached in the output folder), then trains the
 pixel-space UNet and its text encoder together with the plain epsilon objective
 ``||eps - eps_theta(sqrt(a_t) x0 + sqrt(1 - a_t) eps, t, tau(caption))||^2`` (t uniform),
-AdamW at a constant learning rate after a short warm-up, and an exponential moving average of
+AdamW at a constant learning rate after a short warm-up (optionally falling linearly at the end), and an exponential moving average of
 the weights, which is what gets saved (EMA weights sample far better after a short run).
 Captions are dropped to ``""`` at the data level (``DataConfig.p_empty``) so the model also
 learns the unconditional score that classifier-free guidance needs.
 
 Everything is seeded and the state (weights, EMA, optimiser, generator, step) is checkpointed
 atomically every ``--checkpoint-every`` steps; ``--resume`` continues exactly. ``--steps`` can be
-raised on resume (the learning rate is constant, so a longer run is the same run continued).
+raised on resume: with a constant learning rate a longer run is the same run continued, and a
+``--decay-start`` at the old end then anneals it exactly as one run made with the final arguments.
 At the end the EMA model is written in diffusers layout to ``OUT/prior`` with
 ``a3d_toy.json`` (settings, time, final loss) and a sample grid ``OUT/samples.png``.
 """
@@ -20,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import asdict
@@ -33,6 +33,7 @@ from a3d_mesh.toy.data import DataConfig, caption, make_dataset
 from a3d_mesh.toy.prior import (TOY_MAX_LENGTH, build_modules, image_grid, new_scheduler, new_tokenizer, sample,
                                 save_prior, special_ids)
 from a3d_mesh.toy.shapes import COLOURS, FAMILIES
+from a3d_mesh.train.loop import atomic_torch_save
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -43,6 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--decay-start", type=int, default=0,
+                   help="from this step on (0 = never) the lr falls linearly to --lr-final at --steps")
+    p.add_argument("--lr-final", type=float, default=1e-4)
     p.add_argument("--ema", type=float, default=0.995)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
@@ -50,12 +54,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sample-steps", type=int, default=50, help="DDIM steps of the final sample grid")
     p.add_argument("--resume", action="store_true")
     return p.parse_args(argv)
-
-
-def _atomic_save(obj: object, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def load_or_make_dataset(out: Path, n_objects: int, seed: int) -> tuple[torch.Tensor, list[str]]:
@@ -66,9 +64,21 @@ def load_or_make_dataset(out: Path, n_objects: int, seed: int) -> tuple[torch.Te
             return data["images"], data["captions"]
     t0 = time.time()
     images, captions = make_dataset(n_objects, seed)
-    _atomic_save({"objects": n_objects, "seed": seed, "images": images, "captions": captions}, path)
+    atomic_torch_save({"objects": n_objects, "seed": seed, "images": images, "captions": captions}, path)
     print(f"[toy] rendered {images.shape[0]} training images in {time.time() - t0:.0f} s", flush=True)
     return images, captions
+
+
+def learning_rate(a: argparse.Namespace, step: int) -> float:
+    """Warm-up, constant, then (with ``--decay-start``) a linear fall to ``--lr-final`` at ``--steps``.
+
+    A function of the step alone, so a run resumed with a larger ``--steps`` and a decay that
+    starts after the old end is the same run as one made in one go with those arguments."""
+    lr = a.lr * min(1.0, (step + 1) / max(a.warmup, 1))
+    if a.decay_start and step >= a.decay_start:
+        f = (step - a.decay_start) / max(a.steps - a.decay_start, 1)
+        lr = a.lr + (a.lr_final - a.lr) * min(f, 1.0)
+    return lr
 
 
 def sample_prompts() -> list[str]:
@@ -110,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[toy] resumed at step {step}", flush=True)
 
     def checkpoint() -> None:
-        _atomic_save({"unet": unet.state_dict(), "text": text.state_dict(), "opt": opt.state_dict(), "ema": ema,
+        atomic_torch_save({"unet": unet.state_dict(), "text": text.state_dict(), "opt": opt.state_dict(), "ema": ema,
                       "generator": g.get_state(), "step": step, "losses": losses, "elapsed": elapsed}, ckpt_path)
 
     unet.train(), text.train()
@@ -129,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         pred = unet(xt, t, encoder_hidden_states=ctx, return_dict=False)[0]
         loss = F.mse_loss(pred, eps)
         for group in opt.param_groups:
-            group["lr"] = a.lr * min(1.0, (step + 1) / max(a.warmup, 1))
+            group["lr"] = learning_rate(a, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

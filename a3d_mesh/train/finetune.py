@@ -37,10 +37,11 @@ import torch
 
 from a3d_mesh.cameras import sample_cameras
 from a3d_mesh.config import ConfigError
-from a3d_mesh.geometry import laplacian_smoothness, marching_tets, normal_consistency, sdf_sign_entropy
+from a3d_mesh.geometry import marching_tets
 from a3d_mesh.hybrid import HybridSpec, code_field
 from a3d_mesh.render.shading import random_light, render_mesh
 from a3d_mesh.train.loop import Progress
+from a3d_mesh.train.refine import add_regularisers, optimise
 
 if TYPE_CHECKING:  # assets imports this module lazily; only the type is needed here
     from a3d_mesh.assets import TrainedSet
@@ -108,16 +109,8 @@ class FinetuneStage:
                               light_dir=light, background=bg)
             res = self.sds(out.rgb, self.mix, i / max(self.total_steps, 1), generator=g)
             loss, logs = res.loss, {"sds": float(res.loss.detach()), "grad": float(res.grad_norm)}
-            if c.normal_consistency_weight > 0:
-                loss = loss + c.normal_consistency_weight * normal_consistency(verts, faces)
-            if c.laplacian_weight > 0:
-                loss = loss + c.laplacian_weight * laplacian_smoothness(verts, faces)
-        if c.sdf_entropy_weight > 0:
-            loss = loss + c.sdf_entropy_weight * sdf_sign_entropy(sdf, m.dmtet.edges)
-        self.opt.zero_grad(set_to_none=True)
-        if loss.requires_grad:
-            loss.backward()
-            self.opt.step()
+        loss = add_regularisers(loss, c, sdf, m.dmtet.edges, (verts, faces) if faces.shape[0] else None)
+        optimise(self.opt, loss)
         return {**logs, "faces": float(faces.shape[0])}
 
 

@@ -21,7 +21,7 @@ from typing import Any, Iterator, Protocol, TextIO
 
 import torch
 
-from a3d_mesh.export.atomic import atomic_path
+from a3d_mesh.atomic import atomic_path
 
 
 class Interrupted(KeyboardInterrupt):

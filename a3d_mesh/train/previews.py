@@ -15,7 +15,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from a3d_mesh.cameras import Cameras
-from a3d_mesh.export.atomic import atomic_write_bytes
+from a3d_mesh.atomic import atomic_write_bytes
 
 MeshFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # code u [K] -> (verts, faces)
 

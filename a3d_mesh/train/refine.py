@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 
 from a3d_mesh.cameras import orbit_cameras, pixel_rays, sample_cameras
-from a3d_mesh.config import RunConfig
+from a3d_mesh.config import RefineConfig, RunConfig
 from a3d_mesh.fields import NeRFField
 from a3d_mesh.geometry import (DMTetField, fit_dmtet, laplacian_smoothness, marching_tets, mesh_target,
                                normal_consistency, sdf_sign_entropy, tet_grid)
@@ -81,6 +81,30 @@ def choose_levels(field: NeRFField, cfg: RunConfig, n_objects: int, device: torc
     return levels
 
 
+def add_regularisers(loss: torch.Tensor, c: RefineConfig, sdf: torch.Tensor, edges: torch.Tensor,
+                     mesh: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    """``loss`` plus the mesh stage's geometric regularisers: normal consistency and Laplacian
+    smoothness of the extracted mesh (when there is one) and the SDF sign-change term on the grid."""
+    if mesh is not None:
+        verts, faces = mesh
+        if c.normal_consistency_weight > 0:
+            loss = loss + c.normal_consistency_weight * normal_consistency(verts, faces)
+        if c.laplacian_weight > 0:
+            loss = loss + c.laplacian_weight * laplacian_smoothness(verts, faces)
+    if c.sdf_entropy_weight > 0:
+        loss = loss + c.sdf_entropy_weight * sdf_sign_entropy(sdf, edges)
+    return loss
+
+
+def optimise(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """One optimiser step on ``loss``; skipped when nothing depends on the parameters (an empty
+    mesh with no SDF regulariser gives a constant loss)."""
+    opt.zero_grad(set_to_none=True)
+    if loss.requires_grad:
+        loss.backward()
+        opt.step()
+
+
 class RefineStage:
     """The DMTet stage as a :class:`a3d_mesh.train.loop.Stage`."""
 
@@ -142,16 +166,8 @@ class RefineStage:
             progress = i / max(self.total_steps, 1)
             loss, logs = self.guide(StepRender(out.rgb, out.mask, bg, code, cams, light, progress, out.normal,
                                                out.depth), g)
-            if c.normal_consistency_weight > 0:
-                loss = loss + c.normal_consistency_weight * normal_consistency(verts, faces)
-            if c.laplacian_weight > 0:
-                loss = loss + c.laplacian_weight * laplacian_smoothness(verts, faces)
-        if c.sdf_entropy_weight > 0:
-            loss = loss + c.sdf_entropy_weight * sdf_sign_entropy(sdf, self.dmtet.edges)
-        self.opt.zero_grad(set_to_none=True)
-        if loss.requires_grad:
-            loss.backward()
-            self.opt.step()
+        loss = add_regularisers(loss, c, sdf, self.dmtet.edges, (verts, faces) if faces.shape[0] else None)
+        optimise(self.opt, loss)
         logs.update({"loss": float(loss.detach()), "faces": float(faces.shape[0])})
         return logs
 
