@@ -116,7 +116,8 @@ def sample(unet: torch.nn.Module, cond: torch.Tensor, uncond: torch.Tensor, gene
     from diffusers import DDIMScheduler
 
     sched = DDIMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", clip_sample=True,
-                          prediction_type="epsilon", set_alpha_to_one=True)
+                          prediction_type="epsilon", set_alpha_to_one=True,
+                          timestep_spacing="trailing")
     sched.set_timesteps(steps)
     dev = next(unet.parameters()).device
     b, r = cond.shape[0], unet.config.sample_size
