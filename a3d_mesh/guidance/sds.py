@@ -260,9 +260,9 @@ class SDSGuidance:
         if self.cfg.input == "rgb":
             latents = self.encode_images(inputs, gen)
         else:
-            channels = int(self.components.unet.config.in_channels)
-            if inputs.dim() != 4 or inputs.shape[1] != channels:
-                raise ValueError(f"latent SDS expects latents [B, {channels}, h, w], got {tuple(inputs.shape)}")
+            # Latent renders are for VAE models; a pixel-space model takes input="rgb".
+            if inputs.dim() != 4 or inputs.shape[1] != 4:
+                raise ValueError(f"latent SDS expects latents [B, 4, h, w], got {tuple(inputs.shape)}")
             latents = inputs.float()
         batch = latents.shape[0]
         lo, hi = self.timestep_range(progress)
