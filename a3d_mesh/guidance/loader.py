@@ -232,7 +232,6 @@ def _from_pretrained(source: str, dtype: torch.dtype, local_only: bool) -> dict[
     common: dict[str, Any] = {"local_files_only": local_only}
     # Without accelerate, diffusers falls back to a normal load anyway; saying so avoids its warning.
     low_mem = {"low_cpu_mem_usage": importlib.util.find_spec("accelerate") is not None}
-    # DDPMScheduler reads any SD scheduler config (PNDM, DDIM, ...): SDS only needs the betas.
     vae = (AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=dtype, **low_mem, **common)
            if has_vae(source) else None)
     return {
@@ -244,6 +243,7 @@ def _from_pretrained(source: str, dtype: torch.dtype, local_only: bool) -> dict[
             source, subfolder="unet", torch_dtype=dtype, **low_mem, **common
         ),
         "vae": vae,
+        # DDPMScheduler reads any SD scheduler config (PNDM, DDIM, ...): SDS only needs the betas.
         "scheduler": DDPMScheduler.from_pretrained(source, subfolder="scheduler", **common),
     }
 
