@@ -128,10 +128,3 @@ def sample(unet: torch.nn.Module, cond: torch.Tensor, uncond: torch.Tensor, gene
         e_c, e_u = eps.chunk(2)
         x = sched.step(e_u + guidance_scale * (e_c - e_u), t, x).prev_sample
     return ((x.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu()
-
-
-def image_grid(images: torch.Tensor, rows: int) -> torch.Tensor:
-    """``[N, H, W, 3]`` -> one ``[rows*H, cols*W, 3]`` image (N = rows * cols)."""
-    n, h, w, c = images.shape
-    cols = n // rows
-    return images[: rows * cols].view(rows, cols, h, w, c).permute(0, 2, 1, 3, 4).reshape(rows * h, cols * w, c)

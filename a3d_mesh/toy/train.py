@@ -30,10 +30,11 @@ import torch
 import torch.nn.functional as F
 
 from a3d_mesh.toy.data import DataConfig, caption, make_dataset
-from a3d_mesh.toy.prior import (TOY_MAX_LENGTH, build_modules, image_grid, new_scheduler, new_tokenizer, sample,
-                                save_prior, special_ids)
+from a3d_mesh.guidance.embeddings import tokenize
+from a3d_mesh.toy.prior import build_modules, new_scheduler, new_tokenizer, sample, save_prior, special_ids
 from a3d_mesh.toy.shapes import COLOURS, FAMILIES
 from a3d_mesh.train.loop import atomic_torch_save
+from a3d_mesh.train.previews import row, save_png
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -95,8 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     images, captions = load_or_make_dataset(a.out, a.objects, a.seed)
     tokenizer, vocab = new_tokenizer(a.out / "tokenizer")
     uniq = sorted(set(captions))
-    ids_table = torch.tensor(tokenizer(uniq, padding="max_length", max_length=TOY_MAX_LENGTH, truncation=True).input_ids)
-    cap_index = torch.tensor([uniq.index(c) for c in captions])
+    ids_table = tokenize(tokenizer, uniq)
+    slot = {c: i for i, c in enumerate(uniq)}
+    cap_index = torch.tensor([slot[c] for c in captions])
 
     torch.manual_seed(a.seed)
     nets = build_modules(len(vocab), *special_ids(vocab))
@@ -172,16 +174,13 @@ def main(argv: list[str] | None = None) -> int:
     save_prior(a.out / "prior", unet, text, a.out / "tokenizer", sched, info)
     prompts = sample_prompts()
     with torch.no_grad():
-        ids = torch.tensor(tokenizer(prompts + [""], padding="max_length", max_length=TOY_MAX_LENGTH).input_ids)
-        h = text(ids)[0]
+        h = text(tokenize(tokenizer, prompts + [""]))[0]
         cond, uncond = h[:-1], h[-1:].expand(len(prompts), -1, -1)
-        rows = []
-        for r in range(4):  # four samples per prompt: one grid row per repeat
-            rows.append(sample(unet, cond, uncond, torch.Generator().manual_seed(100 + r), steps=a.sample_steps))
-    from PIL import Image
-
-    grid = image_grid(torch.stack(rows, 1).reshape(-1, *rows[0].shape[1:]), rows=len(prompts))
-    Image.fromarray((grid * 255).round().byte().numpy()).save(a.out / "samples.png")
+        # Four seeds: each is one column of the grid, each prompt one row.
+        seeds = [sample(unet, cond, uncond, torch.Generator().manual_seed(100 + r), steps=a.sample_steps)
+                 for r in range(4)]
+    per_prompt = torch.stack(seeds, 1)  # [P, 4, R, R, 3]
+    save_png(a.out / "samples.png", torch.cat([row(imgs) for imgs in per_prompt], 0))
     (a.out / "samples.json").write_text(json.dumps({"rows": prompts, "cols": "4 seeds (100-103)"}, indent=2))
     print(f"[toy] done: {step} steps in {elapsed / 60:.1f} min, final loss {final:.4f}; prior in {a.out / 'prior'}",
           flush=True)
