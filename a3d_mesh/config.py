@@ -42,9 +42,9 @@ class GuidanceConfig:
     target_weight_mask: float = 1.0
     target_weight_normal: float = 0.1
     # Silhouettes (mask, rgb edges) constrain a surface only where some view ray grazes it, so a
-    # flat face's position comes from depth alone; its squared error in world units is ~1e-3 for a
-    # face a few hundredths off, so at 0.1 it was drowned by the other terms (issue 6: the box
-    # target stayed ~0.06 too large on every side through the whole refine stage).
+    # flat face's position comes from depth alone. The depth term is an L1 error (world units):
+    # squared, a face a few hundredths off got a vanishing pull and the box target of issue 6
+    # stayed ~0.06 too large on every side (IoU 0.79); L1 at weight 1 brings it to 0.997.
     target_weight_depth: float = 1.0
     # Editing use: the normalised input mesh (a file in the run folder) pinned to object 0.
     pin_input: str = ""

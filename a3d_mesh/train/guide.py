@@ -189,7 +189,7 @@ class ImageTargetGuide:
     """``guidance: images``: match renders of known meshes (one per object) at the set's corners.
 
     Loss at a corner code: ``mse(rgb) + w_mask mse(mask)`` and, where the render has them (mesh
-    stage), ``w_normal mse(normal) + w_depth mse(depth)`` over pixels both renders cover; targets are rendered from the same
+    stage), ``w_normal mse(normal) + w_depth l1(depth)`` over pixels both renders cover; targets are rendered from the same
     cameras, light and flat background, so silhouettes get gradients through antialiasing (mesh
     stage) or opacity (NeRF stage).
     """
@@ -242,5 +242,7 @@ class ImageTargetGuide:
         if r.normal is not None and self.normal_weight > 0:
             loss = loss + self.normal_weight * (((r.normal - t.normal) ** 2) * both).sum() / (3 * n_both)
         if r.depth is not None and self.depth_weight > 0:
-            loss = loss + self.depth_weight * (((r.depth - t.depth) ** 2) * both).sum() / n_both
+            # L1, not squared: a flat face a few hundredths off gets the same pull as a large
+            # error, where a squared error's gradient fades just when only depth can place it.
+            loss = loss + self.depth_weight * ((r.depth - t.depth).abs() * both).sum() / n_both
         return loss, {"img": float(loss.detach())}
