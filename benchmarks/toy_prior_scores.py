@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from a3d_mesh.guidance import encode_prompts, load_components  # noqa: E402
 from a3d_mesh.toy.data import DataConfig, render_object  # noqa: E402
-from a3d_mesh.toy.shapes import RANGES, ToyObject, _legs_at_corners, box, merge, template  # noqa: E402
+from a3d_mesh.toy.shapes import RANGES, ToyObject, assemble, box, legs_at_corners, template  # noqa: E402
 
 
 def column_chair() -> ToyObject:
@@ -31,9 +31,8 @@ def column_chair() -> ToyObject:
     p = {k: (lo + hi) / 2 for k, (lo, hi) in RANGES["chair"].items()}
     hw, hd = p["width"] / 2, p["depth"] / 2
     top = p["seat_h"] + p["thick"] + p["back_h"]
-    v, f = merge([box((-hw, p["seat_h"], -hd), (hw, top, hd))] + _legs_at_corners(hw, hd, p["leg"], 0.0, p["seat_h"]))
-    lo, hi = v.min(0).values, v.max(0).values
-    return ToyObject("chair", p, v - torch.tensor([0.0, float(lo[1] + hi[1]) / 2, 0.0]), f)
+    block = box((-hw, p["seat_h"], -hd), (hw, top, hd))
+    return ToyObject("chair", p, *assemble([block] + legs_at_corners(hw, hd, p["leg"], 0.0, p["seat_h"])))
 
 
 def main() -> None:

@@ -103,7 +103,8 @@ def merge(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor,
     return torch.cat(verts), torch.cat(faces)
 
 
-def _legs_at_corners(hw: float, hd: float, leg: float, y0: float, y1: float) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def legs_at_corners(hw: float, hd: float, leg: float, y0: float, y1: float) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Four square legs of side ``leg`` from ``y0`` to ``y1``, flush inside the corners of ``|x| <= hw, |z| <= hd``."""
     return [box((sx * hw - (leg if sx > 0 else 0), y0, sz * hd - (leg if sz > 0 else 0)),
                 (sx * hw + (0 if sx > 0 else leg), y1, sz * hd + (0 if sz > 0 else leg)))
             for sx in (-1, 1) for sz in (-1, 1)]
@@ -116,7 +117,7 @@ def build(family: str, p: dict[str, float]) -> tuple[torch.Tensor, torch.Tensor]
         seat = box((-hw, p["seat_h"], -hd), (hw, p["seat_h"] + p["thick"], hd))
         top = p["seat_h"] + p["thick"]
         back = box((-hw, top, -hd), (hw, top + p["back_h"], -hd + p["thick"]))
-        parts = [seat, back] + _legs_at_corners(hw, hd, p["leg"], 0.0, p["seat_h"])
+        parts = [seat, back] + legs_at_corners(hw, hd, p["leg"], 0.0, p["seat_h"])
     elif family == "stool":
         r = p["radius"]
         # 24- and 12-gons: a turn by 120 deg maps the whole mesh onto itself (order 3 exactly).
@@ -127,7 +128,7 @@ def build(family: str, p: dict[str, float]) -> tuple[torch.Tensor, torch.Tensor]
     elif family == "table":
         hw, hd = p["width"] / 2, p["depth"] / 2
         top = box((-hw, p["seat_h"], -hd), (hw, p["seat_h"] + p["thick"], hd))
-        parts = [top] + _legs_at_corners(hw - 0.05, hd - 0.05, p["leg"], 0.0, p["seat_h"])
+        parts = [top] + legs_at_corners(hw - 0.05, hd - 0.05, p["leg"], 0.0, p["seat_h"])
     elif family == "bench":
         hw, hd, t = p["width"] / 2, p["depth"] / 2, p["thick"]
         seat = box((-hw, p["seat_h"], -hd), (hw, p["seat_h"] + t, hd))
@@ -138,10 +139,14 @@ def build(family: str, p: dict[str, float]) -> tuple[torch.Tensor, torch.Tensor]
         parts = [seat, back] + legs
     else:
         raise ValueError(f"unknown toy family '{family}' (known: {', '.join(FAMILIES)})")
+    return assemble(parts)
+
+
+def assemble(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`merge` the parts and shift the result so its bounding box is centred on y = 0."""
     v, f = merge(parts)
     lo, hi = v.min(0).values, v.max(0).values
-    v = v - torch.tensor([0.0, float(lo[1] + hi[1]) / 2, 0.0])  # bounding box centred on y = 0
-    return v, f
+    return v - torch.tensor([0.0, float(lo[1] + hi[1]) / 2, 0.0]), f
 
 
 def template(family: str) -> ToyObject:

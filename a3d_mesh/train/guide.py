@@ -189,9 +189,9 @@ class ImageTargetGuide:
     """``guidance: images``: match renders of known meshes (one per object) at the set's corners.
 
     Loss at a corner code: ``mse(rgb) + w_mask mse(mask)`` and, where the render has them (mesh
-    stage), ``w_normal mse(normal) + w_depth l1(depth)`` over pixels both renders cover; targets are rendered from the same
-    cameras, light and flat background, so silhouettes get gradients through antialiasing (mesh
-    stage) or opacity (NeRF stage).
+    stage), ``w_normal mse(normal) + w_depth l1(depth)`` over pixels both renders cover; targets
+    are rendered from the same cameras, light and flat background, so silhouettes get gradients
+    through antialiasing (mesh stage) or opacity (NeRF stage).
     """
 
     def __init__(self, meshes: list[tuple[torch.Tensor, torch.Tensor]], mask_weight: float = 1.0,
