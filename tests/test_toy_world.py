@@ -11,7 +11,8 @@ import torch
 from a3d_mesh.guidance import GuidanceModelError, SDSConfig, SDSGuidance, encode_prompts, load_components
 from a3d_mesh.guidance import loader
 from a3d_mesh.toy import shapes
-from a3d_mesh.toy.data import DataConfig, make_dataset
+from a3d_mesh.toy.data import DataConfig, make_dataset, make_near_misses
+from a3d_mesh.toy.train import learning_rate, parse_args
 from a3d_mesh.toy.train import main as train_main
 
 
@@ -73,6 +74,38 @@ def test_unknown_family_is_an_error() -> None:
         shapes.template("sofa")
 
 
+def test_filled_objects_are_the_near_misses_sds_makes() -> None:
+    """A chair filled from its seat up is the column (seat footprint x full height, legs kept), a
+    fill from the ground is one block; the bounding box, hence the placement, never changes."""
+    chair = shapes.template("chair")
+    p = chair.params
+    column = shapes.filled(chair, p["seat_h"])
+    block = shapes.filled(chair, 0.0)
+    for near in (column, block):
+        assert torch.equal(near.verts.min(0).values, chair.verts.min(0).values)
+        assert torch.equal(near.verts.max(0).values, chair.verts.max(0).values)
+    top = p["seat_h"] + p["thick"] + p["back_h"]
+    upper = p["width"] * p["depth"] * (top - p["seat_h"])
+    assert _signed_volume(column.verts, column.faces) == pytest.approx(upper + 4 * p["leg"] ** 2 * p["seat_h"], rel=1e-4)
+    assert _signed_volume(block.verts, block.faces) == pytest.approx(p["width"] * p["depth"] * top, rel=1e-4)
+    assert _signed_volume(column.verts, column.faces) > 2 * _signed_volume(chair.verts, chair.faces)
+    stool = shapes.filled(shapes.template("stool"), 0.0)  # a stool fills to a cylinder, not a box
+    assert _signed_volume(stool.verts, stool.faces) == pytest.approx(
+        12 * 0.4 ** 2 * torch.sin(torch.tensor(2 * torch.pi / 24)).item() * (1.05 + 0.11), rel=1e-4)
+
+
+def test_near_misses_are_seeded_filled_objects_on_white() -> None:
+    cfg = DataConfig(views_per_object=2)
+    near = make_near_misses(8, seed=3, cfg=cfg)
+    assert near.shape == (16, 32, 32, 3) and torch.equal(near, make_near_misses(8, seed=3, cfg=cfg))
+    real, _ = make_dataset(8, seed=3, cfg=cfg)
+    fg_near = (near.float().mean(-1) < 240).float().mean((1, 2))
+    fg_real = (real.float().mean(-1) < 240).float().mean((1, 2))
+    assert bool((near[:, 0, 0] > 240).all())
+    # Filled shapes cover more of the frame than the open furniture they are made from.
+    assert float(fg_near.mean()) > 1.2 * float(fg_real.mean())
+
+
 def test_dataset_is_seeded_and_captioned() -> None:
     cfg = DataConfig(views_per_object=2)
     imgs, caps = make_dataset(8, seed=3, cfg=cfg)
@@ -107,6 +140,23 @@ def test_training_resumes_exactly_and_saves_a_loadable_prior(tmp_path: Path) -> 
     comps = load_components(str(tmp_path / "whole" / "prior"), "cpu")
     assert comps.vae is None and comps.unet.config.in_channels == 3
     assert comps.unet.dtype == torch.float32  # saved in half, loaded in float32 on CPU
+
+
+def test_a_continued_run_with_near_misses_is_one_run(tmp_path: Path) -> None:
+    """Raising --steps past a finished decay (--decay-end at the old end) and adding near misses
+    from the old end on continues the old run exactly: the same as one run with those arguments."""
+    whole = ["--decay-start", "2", "--decay-end", "4", "--lr-final", "1e-4", "--near-misses", "4", "--near-miss-start", "4"]
+    _train(tmp_path / "whole", "--steps", "6", *whole)
+    _train(tmp_path / "split", "--steps", "4", "--decay-start", "2")
+    first = torch.load(tmp_path / "split" / "train_state.pt")
+    _train(tmp_path / "split", "--steps", "6", *whole, "--resume")
+    a = torch.load(tmp_path / "whole" / "train_state.pt")
+    b = torch.load(tmp_path / "split" / "train_state.pt")
+    assert a["losses"] == b["losses"] and a["losses"][:4] == first["losses"]
+    assert all(torch.equal(x, y) for x, y in zip(a["ema"], b["ema"]))
+    assert (tmp_path / "whole" / "near_misses.pt").is_file()
+    args = parse_args(["--steps", "6", *whole, "--lr", "1e-3", "--warmup", "1"])
+    assert [round(learning_rate(args, s), 6) for s in range(6)] == [1e-3, 1e-3, 1e-3, 5.5e-4, 1e-4, 1e-4]
 
 
 def test_pixel_space_sds_puts_the_gradient_on_the_image(tmp_path: Path) -> None:

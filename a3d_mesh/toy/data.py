@@ -10,6 +10,13 @@ a clean antialias for the small sizes used here.
 
 Captions: ``"a {colour} {family}"``, sometimes just ``"a {family}"``, and ``""`` (the
 unconditional caption that classifier-free guidance needs).
+
+Near misses (``make_near_misses``): the same objects with their upper part filled solid
+(``shapes.filled``: a chair becomes a column on legs, anything a block), captioned ``""`` only.
+Without them a column explains "a chair" as well, relative to the unconditional model, as a real
+chair does (every view of the column looks like a chair seen from behind), so the implicit
+classifier that guidance scales, ``log p(c | x)``, gives SDS no reason to carve one out
+(``benchmarks/toy_prior_scores.py``). In the unconditional data they make that margin.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import torch.nn.functional as F
 
 from a3d_mesh.cameras import CameraConfig, sample_cameras
 from a3d_mesh.render.shading import random_light, render_mesh
-from a3d_mesh.toy.shapes import COLOURS, FAMILIES, ToyObject, rotate_yaw, sample_object
+from a3d_mesh.toy.shapes import COLOURS, FAMILIES, ToyObject, filled, rotate_yaw, sample_object
 
 # The camera ranges of the toy preset (configs/toy.yaml repeats them: the prior and the
 # optimisation must see the same kind of views).
@@ -85,3 +92,23 @@ def make_dataset(n_objects: int, seed: int, cfg: DataConfig = DataConfig(),
                 captions.append(caption(family, colour))
         images.append((imgs * 255).round().to(torch.uint8))
     return torch.cat(images), captions
+
+
+def make_near_misses(n_objects: int, seed: int, cfg: DataConfig = DataConfig(),
+                     families: tuple[str, ...] = FAMILIES) -> torch.Tensor:
+    """``n_objects * cfg.views_per_object`` renders (uint8 [N, R, R, 3]) of filled objects, all captioned ``""``.
+
+    The fill starts at a uniform height in ``[0, seat_h]`` for the families with a back (at
+    ``seat_h`` a chair is the column) and in ``[0, 0.6 seat_h]`` for the others, whose fill at
+    ``seat_h`` would be the object itself."""
+    g = torch.Generator().manual_seed(seed)
+    colours = list(COLOURS)
+    images = []
+    for i in range(n_objects):
+        family = families[i % len(families)]
+        obj = sample_object(family, g, colours[(i // len(families)) % len(colours)])
+        top = 1.0 if "back_h" in obj.params else 0.6
+        near = filled(obj, top * obj.params["seat_h"] * float(torch.rand((), generator=g)))
+        imgs = render_object(near, float(torch.rand((), generator=g)) * 360.0, g, cfg)
+        images.append((imgs * 255).round().to(torch.uint8))
+    return torch.cat(images)

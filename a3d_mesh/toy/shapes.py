@@ -15,6 +15,11 @@ table       wide thin top, 4 long legs             2                   ~1.6 x 0.
 bench       long low seat, 2 slab legs, back (-Z)  1                   ~1.7 x 0.55
 ==========  =====================================  ==================  ================
 
+A back is an open frame (two posts and a top rail), not a slab: seen from behind, a slab back
+hides the seat, so a solid column on legs looks like a chair from behind from all four sides of
+its square footprint, and a text-to-image prior cannot tell one view of it from a chair's. Through
+the frame's window the seat and the background show, so no view of a column looks like a chair.
+
 ``sample_object(family, generator)`` draws the family's parameters from their ranges (the
 variation), ``template(family)`` is the mid-range member (what metrics fit against).
 Meshes are ``(verts [V,3] float32, faces [F,3] int64)``, counter-clockwise from outside; parts
@@ -34,12 +39,12 @@ SYMMETRY_ORDER = {"chair": 1, "stool": 3, "table": 2, "bench": 1}
 # Parameter ranges (world units; the scene cube is [-1, 1]^3).
 RANGES: dict[str, dict[str, tuple[float, float]]] = {
     "chair": {"width": (0.8, 0.95), "depth": (0.8, 0.95), "seat_h": (0.6, 0.75), "leg": (0.09, 0.13),
-              "back_h": (0.6, 0.8), "thick": (0.1, 0.12)},
+              "back_h": (0.6, 0.8), "thick": (0.1, 0.12), "rail": (0.15, 0.22)},
     "stool": {"radius": (0.36, 0.44), "seat_h": (0.95, 1.15), "leg": (0.09, 0.12), "thick": (0.1, 0.12)},
     "table": {"width": (1.5, 1.7), "depth": (0.85, 1.0), "seat_h": (0.8, 0.95), "leg": (0.09, 0.12),
               "thick": (0.08, 0.1)},
     "bench": {"width": (1.6, 1.8), "depth": (0.5, 0.6), "seat_h": (0.45, 0.55), "leg": (0.1, 0.12),
-              "back_h": (0.4, 0.5), "thick": (0.1, 0.12)},
+              "back_h": (0.4, 0.5), "thick": (0.1, 0.12), "rail": (0.12, 0.16)},
 }
 
 # A small colour vocabulary (linear albedo in [0, 1]); white is left out: it is the background.
@@ -110,36 +115,65 @@ def legs_at_corners(hw: float, hd: float, leg: float, y0: float, y1: float) -> l
             for sx in (-1, 1) for sz in (-1, 1)]
 
 
+def _legs(family: str, p: dict[str, float], y1: float) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The family's legs from the ground to height ``y1`` (``p["seat_h"]`` in the real object)."""
+    if family == "chair":
+        return legs_at_corners(p["width"] / 2, p["depth"] / 2, p["leg"], 0.0, y1)
+    if family == "stool":
+        r = p["radius"]
+        return [cylinder(0.7 * r * math.sin(a), 0.7 * r * math.cos(a), p["leg"] / 2, 0.0, y1, 12)
+                for a in (0.0, 2 * math.pi / 3, 4 * math.pi / 3)]
+    if family == "table":
+        return legs_at_corners(p["width"] / 2 - 0.05, p["depth"] / 2 - 0.05, p["leg"], 0.0, y1)
+    hw, hd = p["width"] / 2, p["depth"] / 2
+    return [box((sx * (hw - 0.1) - p["leg"] / 2, 0.0, -hd), (sx * (hw - 0.1) + p["leg"] / 2, y1, hd)) for sx in (-1, 1)]
+
+
+def top_height(family: str, p: dict[str, float]) -> float:
+    """Height of the object's highest point above the ground (before centring)."""
+    return p["seat_h"] + p["thick"] + p.get("back_h", 0.0)
+
+
 def build(family: str, p: dict[str, float]) -> tuple[torch.Tensor, torch.Tensor]:
     """The mesh of ``family`` with parameters ``p`` (see ``RANGES``), ground at y = 0 before centring."""
-    if family == "chair":
-        hw, hd = p["width"] / 2, p["depth"] / 2
-        seat = box((-hw, p["seat_h"], -hd), (hw, p["seat_h"] + p["thick"], hd))
-        top = p["seat_h"] + p["thick"]
-        back = box((-hw, top, -hd), (hw, top + p["back_h"], -hd + p["thick"]))
-        parts = [seat, back] + legs_at_corners(hw, hd, p["leg"], 0.0, p["seat_h"])
-    elif family == "stool":
-        r = p["radius"]
-        # 24- and 12-gons: a turn by 120 deg maps the whole mesh onto itself (order 3 exactly).
-        seat = cylinder(0.0, 0.0, r, p["seat_h"], p["seat_h"] + p["thick"], 24)
-        legs = [cylinder(0.7 * r * math.sin(a), 0.7 * r * math.cos(a), p["leg"] / 2, 0.0, p["seat_h"], 12)
-                for a in (0.0, 2 * math.pi / 3, 4 * math.pi / 3)]
-        parts = [seat] + legs
-    elif family == "table":
-        hw, hd = p["width"] / 2, p["depth"] / 2
-        top = box((-hw, p["seat_h"], -hd), (hw, p["seat_h"] + p["thick"], hd))
-        parts = [top] + legs_at_corners(hw - 0.05, hd - 0.05, p["leg"], 0.0, p["seat_h"])
-    elif family == "bench":
-        hw, hd, t = p["width"] / 2, p["depth"] / 2, p["thick"]
-        seat = box((-hw, p["seat_h"], -hd), (hw, p["seat_h"] + t, hd))
-        top = p["seat_h"] + t
-        back = box((-hw, top, -hd), (hw, top + p["back_h"], -hd + t))
-        legs = [box((sx * (hw - 0.1) - p["leg"] / 2, 0.0, -hd), (sx * (hw - 0.1) + p["leg"] / 2, p["seat_h"], hd))
-                for sx in (-1, 1)]
-        parts = [seat, back] + legs
-    else:
+    if family not in RANGES:
         raise ValueError(f"unknown toy family '{family}' (known: {', '.join(FAMILIES)})")
-    return assemble(parts)
+    y, t = p["seat_h"], p["thick"]
+    if family == "stool":
+        # 24- and 12-gons: a turn by 120 deg maps the whole mesh onto itself (order 3 exactly).
+        parts = [cylinder(0.0, 0.0, p["radius"], y, y + t, 24)]
+    else:
+        hw, hd = p["width"] / 2, p["depth"] / 2
+        parts = [box((-hw, y, -hd), (hw, y + t, hd))]  # seat or table top
+        if "back_h" in p:
+            parts += _back_frame(hw, -hd, y + t, top_height(family, p), t, p["leg"], p["rail"])
+    return assemble(parts + _legs(family, p, y))
+
+
+def _back_frame(hw: float, z0: float, y0: float, y1: float, thick: float, post: float,
+                rail: float) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """A back rest from ``y0`` to ``y1`` at ``z0 <= z <= z0 + thick``: two posts of width ``post`` at
+    ``x = +-hw`` (flush inside) under a full-width top rail of height ``rail``."""
+    posts = [box((sx * hw - (post if sx > 0 else 0), y0, z0), (sx * hw + (0 if sx > 0 else post), y1 - rail, z0 + thick))
+             for sx in (-1, 1)]
+    return posts + [box((-hw, y1 - rail, z0), (hw, y1, z0 + thick))]
+
+
+def filled(obj: "ToyObject", height: float) -> "ToyObject":
+    """A near miss of ``obj``: everything above ``height`` (from the ground) made one solid block
+    (a cylinder for the stool) over the object's footprint, the legs kept below it.
+
+    ``height = seat_h`` turns a chair into the column SDS makes of it, ``0`` gives a legless
+    block. These are the hard negatives of the prior's unconditional caption (``toy.data``): the
+    shapes a text prompt must be told apart from. Same bounding box, so the same placement."""
+    p, fam = obj.params, obj.family
+    top = top_height(fam, p)
+    if fam == "stool":
+        block = cylinder(0.0, 0.0, p["radius"], height, top, 24)
+    else:
+        block = box((-p["width"] / 2, height, -p["depth"] / 2), (p["width"] / 2, top, p["depth"] / 2))
+    legs = _legs(fam, p, height) if height > 0 else []
+    return ToyObject(fam, dict(p), *assemble([block] + legs), colour=obj.colour)
 
 
 def assemble(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,12 +6,16 @@ pixel-space UNet and its text encoder together with the plain epsilon objective
 AdamW at a constant learning rate after a short warm-up (optionally falling linearly at the end), and an exponential moving average of
 the weights, which is what gets saved (EMA weights sample far better after a short run).
 Captions are dropped to ``""`` at the data level (``DataConfig.p_empty``) so the model also
-learns the unconditional score that classifier-free guidance needs.
+learns the unconditional score that classifier-free guidance needs; ``--near-misses`` adds filled
+objects under ``""`` from step ``--near-miss-start`` on (``toy.data.make_near_misses``: the hard
+negatives that give guidance a reason to carve a chair out of a column).
 
 Everything is seeded and the state (weights, EMA, optimiser, generator, step) is checkpointed
 atomically every ``--checkpoint-every`` steps; ``--resume`` continues exactly. ``--steps`` can be
 raised on resume: with a constant learning rate a longer run is the same run continued, and a
-``--decay-start`` at the old end then anneals it exactly as one run made with the final arguments.
+``--decay-start`` at the old end then anneals it exactly as one run made with the final arguments;
+likewise a run continued past its decay with ``--decay-end`` at the old end (the rate then stays
+at ``--lr-final``) and near misses from the old end on.
 At the end the EMA model is written in diffusers layout to ``OUT/prior`` with
 ``a3d_toy.json`` (settings, time, final loss) and a sample grid ``OUT/samples.png``.
 """
@@ -25,11 +29,12 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 
-from a3d_mesh.toy.data import DataConfig, caption, make_dataset
+from a3d_mesh.toy.data import DataConfig, caption, make_dataset, make_near_misses
 from a3d_mesh.guidance.embeddings import tokenize
 from a3d_mesh.toy.prior import build_modules, new_scheduler, new_tokenizer, sample, save_prior, special_ids
 from a3d_mesh.toy.shapes import COLOURS, FAMILIES
@@ -47,7 +52,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--decay-start", type=int, default=0,
                    help="from this step on (0 = never) the lr falls linearly to --lr-final at --steps")
+    p.add_argument("--decay-end", type=int, default=0, help="where the fall ends (0 = --steps); constant after")
     p.add_argument("--lr-final", type=float, default=1e-4)
+    p.add_argument("--near-misses", type=int, default=0, help="filled objects (x4 views) under the empty caption")
+    p.add_argument("--near-miss-start", type=int, default=0, help="the step from which near misses are drawn")
     p.add_argument("--ema", type=float, default=0.995)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
@@ -57,17 +65,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def load_or_make_dataset(out: Path, n_objects: int, seed: int) -> tuple[torch.Tensor, list[str]]:
-    path = out / "dataset.pt"
+def load_or_make_dataset(out: Path, n_objects: int, seed: int, name: str = "dataset.pt",
+                         make: Callable[[int, int], Any] = make_dataset) -> Any:
+    """``make(n_objects, seed)``, cached in ``out / name`` (rendering is the slow part)."""
+    path = out / name
     if path.is_file():
         data = torch.load(path)
         if data["objects"] == n_objects and data["seed"] == seed:
-            return data["images"], data["captions"]
+            return data["data"] if "data" in data else (data["images"], data["captions"])
     t0 = time.time()
-    images, captions = make_dataset(n_objects, seed)
-    atomic_torch_save({"objects": n_objects, "seed": seed, "images": images, "captions": captions}, path)
-    print(f"[toy] rendered {images.shape[0]} training images in {time.time() - t0:.0f} s", flush=True)
-    return images, captions
+    made = make(n_objects, seed)
+    atomic_torch_save({"objects": n_objects, "seed": seed, "data": made}, path)
+    print(f"[toy] rendered {name} ({n_objects} objects) in {time.time() - t0:.0f} s", flush=True)
+    return made
 
 
 def learning_rate(a: argparse.Namespace, step: int) -> float:
@@ -77,7 +87,7 @@ def learning_rate(a: argparse.Namespace, step: int) -> float:
     starts after the old end is the same run as one made in one go with those arguments."""
     lr = a.lr * min(1.0, (step + 1) / max(a.warmup, 1))
     if a.decay_start and step >= a.decay_start:
-        f = (step - a.decay_start) / max(a.steps - a.decay_start, 1)
+        f = (step - a.decay_start) / max((a.decay_end or a.steps) - a.decay_start, 1)
         lr = a.lr + (a.lr_final - a.lr) * min(f, 1.0)
     return lr
 
@@ -94,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     ckpt_path = a.out / "train_state.pt"
     images, captions = load_or_make_dataset(a.out, a.objects, a.seed)
+    n = images.shape[0]  # the pool drawn from before --near-miss-start
+    if a.near_misses:
+        near = load_or_make_dataset(a.out, a.near_misses, a.seed + 7, "near_misses.pt", make_near_misses)
+        images, captions = torch.cat([images, near]), captions + [""] * near.shape[0]
     tokenizer, vocab = new_tokenizer(a.out / "tokenizer")
     uniq = sorted(set(captions))
     ids_table = tokenize(tokenizer, uniq)
@@ -126,10 +140,10 @@ def main(argv: list[str] | None = None) -> int:
                       "generator": g.get_state(), "step": step, "losses": losses, "elapsed": elapsed}, ckpt_path)
 
     unet.train(), text.train()
-    n = images.shape[0]
     t_start = time.time() - elapsed
     while step < a.steps:
-        idx = torch.randint(0, n, (a.batch,), generator=g)
+        pool = images.shape[0] if step >= a.near_miss_start else n
+        idx = torch.randint(0, pool, (a.batch,), generator=g)
         x0 = images[idx].float().div(255).permute(0, 3, 1, 2) * 2 - 1
         flip = torch.rand(a.batch, generator=g) < 0.5  # a mirrored chair is a chair; yaw is random anyway
         x0 = torch.where(flip.view(-1, 1, 1, 1), x0.flip(-1), x0)
@@ -169,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     final = sum(losses[-200:]) / max(len(losses[-200:]), 1)
     info = {"format": 1, "resolution": int(images.shape[1]), "train": {k: str(v) if isinstance(v, Path) else v
                                                                         for k, v in vars(a).items() if k not in ("resume", "out")},
-            "data": asdict(DataConfig()), "images": int(n), "steps": step, "train_seconds": round(elapsed, 1),
+            "data": asdict(DataConfig()), "images": int(images.shape[0]), "steps": step, "train_seconds": round(elapsed, 1),
             "final_loss_last200": round(final, 5), "torch": torch.__version__}
     save_prior(a.out / "prior", unet, text, a.out / "tokenizer", sched, info)
     prompts = sample_prompts()
