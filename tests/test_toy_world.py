@@ -12,7 +12,7 @@ from a3d_mesh.guidance import GuidanceModelError, SDSConfig, SDSGuidance, encode
 from a3d_mesh.guidance import loader
 from a3d_mesh.toy import shapes
 from a3d_mesh.toy.data import DataConfig, make_dataset, make_near_misses
-from a3d_mesh.toy.train import learning_rate, parse_args
+from a3d_mesh.toy.train import learning_rate, load_or_make_dataset, parse_args
 from a3d_mesh.toy.train import main as train_main
 
 
@@ -157,6 +157,22 @@ def test_a_continued_run_with_near_misses_is_one_run(tmp_path: Path) -> None:
     assert (tmp_path / "whole" / "near_misses.pt").is_file()
     args = parse_args(["--steps", "6", *whole, "--lr", "1e-3", "--warmup", "1"])
     assert [round(learning_rate(args, s), 6) for s in range(6)] == [1e-3, 1e-3, 1e-3, 5.5e-4, 1e-4, 1e-4]
+
+
+def test_a_cached_training_set_of_older_objects_is_rendered_anew(tmp_path: Path) -> None:
+    """The cache is keyed on the data version too: after the shapes change, an old training set in
+    the output folder must not be trained on silently."""
+    calls: list[int] = []
+
+    def make(n: int, seed: int) -> torch.Tensor:
+        calls.append(n)
+        return torch.full((n,), seed)
+
+    torch.save({"objects": 3, "seed": 1, "version": 1, "data": torch.zeros(3)}, tmp_path / "d.pt")
+    assert torch.equal(load_or_make_dataset(tmp_path, 3, 1, "d.pt", make), torch.ones(3)) and calls == [3]
+    assert torch.equal(load_or_make_dataset(tmp_path, 3, 1, "d.pt", make), torch.ones(3)) and calls == [3]
+    load_or_make_dataset(tmp_path, 3, 2, "d.pt", make)  # another seed: rendered anew
+    assert calls == [3, 3]
 
 
 def test_pixel_space_sds_puts_the_gradient_on_the_image(tmp_path: Path) -> None:

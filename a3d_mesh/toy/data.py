@@ -30,6 +30,10 @@ from a3d_mesh.cameras import CameraConfig, sample_cameras
 from a3d_mesh.render.shading import random_light, render_mesh
 from a3d_mesh.toy.shapes import COLOURS, FAMILIES, ToyObject, filled, rotate_yaw, sample_object
 
+# Bumped whenever the shapes or their renders change, so a cached training set of older objects
+# is rendered anew rather than silently reused (2: open-frame backs).
+DATA_VERSION = 2
+
 # The camera ranges of the toy preset (configs/toy.yaml repeats them: the prior and the
 # optimisation must see the same kind of views).
 TOY_CAMERA = CameraConfig(elevation_range=(0.0, 30.0), fov_range=(40.0, 50.0), distance_range=(2.6, 3.2),

@@ -34,7 +34,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from a3d_mesh.toy.data import DataConfig, caption, make_dataset, make_near_misses
+from a3d_mesh.toy.data import DATA_VERSION, DataConfig, caption, make_dataset, make_near_misses
 from a3d_mesh.guidance.embeddings import tokenize
 from a3d_mesh.toy.prior import build_modules, new_scheduler, new_tokenizer, sample, save_prior, special_ids
 from a3d_mesh.toy.shapes import COLOURS, FAMILIES
@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--decay-start", type=int, default=0,
-                   help="from this step on (0 = never) the lr falls linearly to --lr-final at --steps")
+                   help="from this step on (0 = never) the lr falls linearly to --lr-final at --decay-end")
     p.add_argument("--decay-end", type=int, default=0, help="where the fall ends (0 = --steps); constant after")
     p.add_argument("--lr-final", type=float, default=1e-4)
     p.add_argument("--near-misses", type=int, default=0, help="filled objects (x4 views) under the empty caption")
@@ -67,15 +67,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def load_or_make_dataset(out: Path, n_objects: int, seed: int, name: str = "dataset.pt",
                          make: Callable[[int, int], Any] = make_dataset) -> Any:
-    """``make(n_objects, seed)``, cached in ``out / name`` (rendering is the slow part)."""
+    """``make(n_objects, seed)``, cached in ``out / name`` (rendering is the slow part); a cache of
+    other objects, a seed or an older ``DATA_VERSION`` is rendered anew."""
     path = out / name
+    key = {"objects": n_objects, "seed": seed, "version": DATA_VERSION}
     if path.is_file():
         data = torch.load(path)
-        if data["objects"] == n_objects and data["seed"] == seed:
-            return data["data"] if "data" in data else (data["images"], data["captions"])
+        if all(data.get(k) == v for k, v in key.items()):
+            return data["data"]
     t0 = time.time()
     made = make(n_objects, seed)
-    atomic_torch_save({"objects": n_objects, "seed": seed, "data": made}, path)
+    atomic_torch_save({**key, "data": made}, path)
     print(f"[toy] rendered {name} ({n_objects} objects) in {time.time() - t0:.0f} s", flush=True)
     return made
 
