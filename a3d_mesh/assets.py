@@ -87,7 +87,8 @@ class TrainedSet:
             if not need.exists():
                 raise RunError(f"{run_dir} is not a trained run (missing {need.relative_to(run_dir)})")
         cfg = load_config(str(run_dir / "config.yaml"))
-        prompts = load_prompts(run_dir / "prompts.txt", cfg.guidance.negative_prompt)
+        g = cfg.guidance
+        prompts = load_prompts(run_dir / "prompts.txt", g.negative_prompt, g.negate_other_prompts)
         dev = resolve_device(device or cfg.device)
         return cls._build(cfg, prompts, load_checkpoint(ckpt)["stage"], dev)
 

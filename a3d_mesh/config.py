@@ -37,6 +37,11 @@ class GuidanceConfig:
     # Hub id, local diffusers folder, or "tiny" (the bundled random-weight test pipeline).
     model: str = "stabilityai/stable-diffusion-2-1-base"
     negative_prompt: str = ""
+    # Add the other prompts' subjects to each negative (method note, section 2). Off for a prior
+    # that never saw such captions: the toy prior knows only "a {colour} {family}" and "", and a
+    # negative "blue bench, green table" is off its training data; at guidance scale 30 that
+    # noise made a chair a solid column and a table a block (docs/toy-joint-negatives.png).
+    negate_other_prompts: bool = True
     # kind = images: one mesh file per prompt (OBJ/PLY/GLB), in the set's world frame.
     targets: list[str] = field(default_factory=list)
     target_weight_mask: float = 1.0

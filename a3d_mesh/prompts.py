@@ -4,7 +4,8 @@ File format (UTF-8): one prompt per line; blank lines and lines starting with ``
 ``name: prompt`` names an asset (names are ``[a-z0-9_-]``, starting with a letter or digit),
 otherwise the name is a slug of the prompt. Each prompt's negative prompt is the base negative
 prompt plus the *subjects* of the other prompts (the prompt without a leading article), so that
-object i is pushed away from looking like object j (method note, section 2).
+object i is pushed away from looking like object j (method note, section 2); with
+``negate_others=False`` (``guidance.negate_other_prompts: false``) it is the base negative alone.
 """
 
 from __future__ import annotations
@@ -63,17 +64,19 @@ def subject(prompt: str) -> str:
     return p
 
 
-def negative_prompts(prompts: list[str], base_negative: str = "") -> list[str]:
-    """Per-prompt negatives: the base negative plus every *other* prompt's subject."""
+def negative_prompts(prompts: list[str], base_negative: str = "", negate_others: bool = True) -> list[str]:
+    """Per-prompt negatives: the base negative plus (``negate_others``) every *other* prompt's subject."""
     out = []
     for i, _ in enumerate(prompts):
         parts = [base_negative.strip()] if base_negative.strip() else []
-        parts += [subject(p) for j, p in enumerate(prompts) if j != i and subject(p) != subject(prompts[i])]
+        if negate_others:
+            parts += [subject(p) for j, p in enumerate(prompts) if j != i and subject(p) != subject(prompts[i])]
         out.append(", ".join(parts))
     return out
 
 
-def parse_prompts(text: str, base_negative: str = "", source: str = "prompt file") -> PromptSet:
+def parse_prompts(text: str, base_negative: str = "", source: str = "prompt file",
+                  negate_others: bool = True) -> PromptSet:
     """Parse prompt-file text; raises :class:`PromptError` with a one-line message."""
     names: list[str] = []
     prompts: list[str] = []
@@ -96,10 +99,10 @@ def parse_prompts(text: str, base_negative: str = "", source: str = "prompt file
         raise PromptError(f"{source} has no prompts (one prompt per line; '#' starts a comment)")
     if len(prompts) > MAX_PROMPTS:
         raise PromptError(f"{source} has {len(prompts)} prompts; at most {MAX_PROMPTS} are supported in one set")
-    return PromptSet(names, prompts, negative_prompts(prompts, base_negative))
+    return PromptSet(names, prompts, negative_prompts(prompts, base_negative, negate_others))
 
 
-def load_prompts(path: str | Path, base_negative: str = "") -> PromptSet:
+def load_prompts(path: str | Path, base_negative: str = "", negate_others: bool = True) -> PromptSet:
     """Read and parse a prompt file; every failure is a :class:`PromptError`."""
     p = Path(path)
     if not p.exists():
@@ -112,4 +115,4 @@ def load_prompts(path: str | Path, base_negative: str = "") -> PromptSet:
         raise PromptError(f"{p} is not UTF-8 text (byte {e.start}: {e.reason})") from None
     except OSError as e:
         raise PromptError(f"cannot read {p}: {e.strerror}") from None
-    return parse_prompts(text, base_negative, source=str(p))
+    return parse_prompts(text, base_negative, source=str(p), negate_others=negate_others)

@@ -116,7 +116,7 @@ def run(
                                 hybrid_finetune=steps)
         extra = list(overrides or []) + ([f"seed={seed}"] if seed is not None else [])
         cfg = load_config(preset, extra)
-        pset = load_prompts(prompts, cfg.guidance.negative_prompt)
+        pset = load_prompts(prompts, cfg.guidance.negative_prompt, cfg.guidance.negate_other_prompts)
         return run_pipeline(run_dir, pset, cfg, progress=progress, hybrids=build, hybrid_finetune=steps)
 
     manifest = guarded(go)
@@ -230,7 +230,7 @@ def edit(
                 raise ConfigError("--resume continues with the run's saved config.yaml; drop the overrides and --seed")
             return edit_pipeline(run_dir, resume=True, progress=progress, hybrids=build, hybrid_finetune=steps)
         cfg = load_config(preset, list(overrides or []) + ([f"seed={seed}"] if seed is not None else []))
-        targets = load_prompts(prompts, cfg.guidance.negative_prompt)
+        targets = load_prompts(prompts, cfg.guidance.negative_prompt, cfg.guidance.negate_other_prompts)
         return edit_pipeline(run_dir, input_mesh, targets, cfg, input_prompt, keep_input_frame, progress=progress,
                              hybrids=build, hybrid_finetune=steps)
 

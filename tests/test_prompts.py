@@ -25,6 +25,28 @@ def test_negatives_hold_the_other_subjects() -> None:
     assert negative_prompts(["a dog"]) == [""]  # one prompt: plain text-to-3D, no others to push from
 
 
+def test_negating_the_others_can_be_switched_off(tmp_path: Path) -> None:
+    ps = parse_prompts("dog: a dog\ncat: a cat\n", base_negative="blurry", negate_others=False)
+    assert ps.negatives == ["blurry", "blurry"]
+    f = tmp_path / "p.txt"
+    f.write_text("a dog\na cat\n")
+    assert load_prompts(f, negate_others=False).negatives == ["", ""]
+
+
+def test_a_resumed_run_keeps_its_saved_negatives_rule(tmp_path: Path) -> None:
+    """The toy preset switches the rule off, and --resume must read the run back the same way."""
+    from a3d_mesh.config import load_config
+    from a3d_mesh.train.pipeline import prepare_run_dir
+
+    cfg = load_config("toy")
+    assert cfg.guidance.negate_other_prompts is False
+    ps = parse_prompts("chair: a red chair\ntable: a green table\n", negate_others=False)
+    prepare_run_dir(tmp_path / "run", ps, cfg, resume=False)
+    saved, saved_cfg = prepare_run_dir(tmp_path / "run", None, None, resume=True)
+    assert saved.negatives == ["", ""] and saved_cfg.guidance.negate_other_prompts is False
+    assert load_config("default").guidance.negate_other_prompts is True  # the method's rule stays the default
+
+
 def test_subject_and_slug() -> None:
     assert subject("An owl") == "owl"
     assert slugify("A red car!") == "a_red_car"

@@ -73,7 +73,8 @@ def prepare_run_dir(out: Path, prompts: PromptSet | None, cfg: RunConfig | None,
         if not (out / "config.yaml").exists():
             raise RunError(f"nothing to resume in {out} (no config.yaml); start it without --resume")
         saved_cfg = load_config(str(out / "config.yaml"))
-        saved = load_prompts(out / "prompts.txt", saved_cfg.guidance.negative_prompt)
+        saved = load_prompts(out / "prompts.txt", saved_cfg.guidance.negative_prompt,
+                             saved_cfg.guidance.negate_other_prompts)
         if prompts is not None and (prompts.names, prompts.prompts) != (saved.names, saved.prompts):
             raise RunError(f"the prompts differ from those of the run in {out}; resume with the same prompt file")
         return saved, saved_cfg
@@ -168,7 +169,8 @@ def edit(out: Path, input_mesh: Path | None = None, targets: PromptSet | None = 
     if any(v for step in inp.repairs.get("steps", {}).values() for v in step.values()):
         progress.message(f"[edit] warning: the input mesh was repaired ({inp.repairs['input']} -> {inp.repairs['output']})")
     prompts_all = [input_prompt] + targets.prompts
-    pset = PromptSet(["input"] + targets.names, prompts_all, negative_prompts(prompts_all, cfg.guidance.negative_prompt))
+    negatives = negative_prompts(prompts_all, cfg.guidance.negative_prompt, cfg.guidance.negate_other_prompts)
+    pset = PromptSet(["input"] + targets.names, prompts_all, negatives)
     cfg = dataclasses.replace(cfg, guidance=dataclasses.replace(cfg.guidance, pin_input=INPUT_FILE))
     if hybrids is not None:
         hybrids(pset, cfg)  # validate against the edit's names ('input' first) before anything is written
