@@ -75,6 +75,11 @@ class CoarseConfig:
     orientation_weight: tuple[float, float] = (10.0, 1000.0)
     orientation_ramp: int = 1000
     opacity_weight: float = 0.0
+    # Every view of the step's code must cover at least `min_opacity` of its pixels on average, or
+    # pay `min_opacity_weight` per unit short (0 = off). In a joint run an object that SDS empties
+    # early gets no gradient back and stays empty; the hinge is idle for any object that shows.
+    min_opacity: float = 0.0
+    min_opacity_weight: float = 0.0
     albedo_only_prob: float = 0.2
     sds: SDSConfig = field(default_factory=SDSConfig)
 
@@ -286,6 +291,8 @@ def validate(cfg: RunConfig) -> None:
         (abs(cfg.sampling.p_corner_i + cfg.sampling.p_corner_j + cfg.sampling.p_interior - 1) < 1e-6,
          "sampling probabilities must sum to 1"),
         (cfg.bound > 0, "bound must be > 0"),
+        (0.0 <= cfg.coarse.min_opacity < 1.0, "coarse.min_opacity must be in [0, 1)"),
+        (cfg.coarse.min_opacity_weight >= 0, "coarse.min_opacity_weight must be >= 0"),
         (cfg.export.texture_size >= 16, "export.texture_size must be >= 16"),
         (cfg.device in ("auto", "cpu") or cfg.device.startswith("cuda"), "device must be auto, cpu or cuda[:N]"),
     ]

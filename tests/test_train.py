@@ -3,11 +3,14 @@ and a short run is reproducible with a fixed seed."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from a3d_mesh.cameras import orbit_cameras
 from a3d_mesh.config import load_config
 from a3d_mesh.prompts import parse_prompts
-from a3d_mesh.train.coarse import CoarseStage
+from a3d_mesh.simplex import corner
+from a3d_mesh.train.coarse import CoarseStage, min_opacity_loss, render_nerf
 from a3d_mesh.train.loop import Progress
 from a3d_mesh.train.pipeline import build_guides
 from a3d_mesh.train.refine import RefineStage
@@ -54,3 +57,55 @@ def test_short_run_is_reproducible(tmp_path) -> None:  # noqa: ANN001
         states.append(coarse.state_dict())
     for key, val in states[0]["field"].items():
         assert torch.equal(val, states[1]["field"][key]), key
+
+
+def test_min_opacity_loss_is_a_per_view_hinge() -> None:
+    op = torch.zeros(2, 4, 4, 1)
+    op[1] = 1.0  # view 1 is covered, view 0 empty
+    op.requires_grad_(True)
+    loss = min_opacity_loss(op, 0.1)
+    loss.backward()
+    assert float(loss.detach()) == pytest.approx(0.05)  # (0.1 short + 0 short) / 2 views
+    assert torch.allclose(op.grad[0], torch.full((4, 4, 1), -1.0 / (2 * 16)))  # raises view 0 only
+    assert torch.equal(op.grad[1], torch.zeros(4, 4, 1))
+    full = torch.full((3, 4, 4, 1), 0.2, requires_grad=True)
+    idle = min_opacity_loss(full, 0.1)
+    idle.backward()
+    assert float(idle.detach()) == 0.0 and torch.equal(full.grad, torch.zeros_like(full))
+
+
+class _Eraser:
+    """A guide that wants every render to be its background: it empties any object (what SDS did
+    to the table of a joint toy run)."""
+
+    def flat_background(self, code) -> bool:  # noqa: ANN001
+        return True
+
+    def __call__(self, r, generator):  # noqa: ANN001, ANN204
+        loss = (r.rgb - r.background).pow(2).mean() * 1e3
+        return loss, {"erase": float(loss.detach())}
+
+
+def _mean_view_opacity(coarse: CoarseStage, cfg) -> list[float]:  # noqa: ANN001
+    cams = orbit_cameras(cfg.camera, 4)
+    with torch.no_grad():
+        return [float(render_nerf(coarse.field, corner(k, 2), cams, 16, 16, cfg.bound, None, None, None,
+                                  normals=False)[0].opacity.view(4, -1).mean(1).min()) for k in range(2)]
+
+
+@pytest.mark.parametrize("floor_on", [False, True])
+def test_min_opacity_keeps_every_object_visible(floor_on: bool) -> None:
+    overrides = ["coarse.steps=40", "coarse.orientation_weight=[0,0]", "coarse.blob_density=2",
+                 "coarse.lr_grid=0.03", "coarse.lr_mlp=0.01"]  # the toy preset's start and rates
+    if floor_on:
+        overrides += ["coarse.min_opacity=0.1", "coarse.min_opacity_weight=1000"]
+    cfg = load_config("tiny", overrides)
+    torch.manual_seed(0)
+    coarse = CoarseStage(cfg, 2, _Eraser(), CPU)
+    for i in range(40):
+        coarse.step(i)
+    least = min(_mean_view_opacity(coarse, cfg))
+    if floor_on:
+        assert least > 0.05  # each object, from every side, still covers about the floor
+    else:
+        assert least < 0.01  # the eraser empties both objects without it

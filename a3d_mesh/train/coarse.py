@@ -36,6 +36,21 @@ def ramp(values: tuple[float, float], step: int, length: int) -> float:
     return values[0] + (values[1] - values[0]) * f
 
 
+def min_opacity_loss(opacity: torch.Tensor, floor: float) -> torch.Tensor:
+    """Hinge keeping every view non-empty: ``mean_v relu(floor - mean_pixels(opacity_v))``.
+
+    Args:
+        opacity: [B, H, W, 1] (or [B, ...]) per-pixel opacity in [0, 1] of B views.
+        floor: the least mean opacity a view may have without cost.
+
+    Returns:
+        Scalar: 0 (and zero gradient) when every view covers ``floor`` on average; otherwise the
+        mean shortfall over the views, whose gradient raises the density of the empty views only.
+    """
+    per_view = opacity.reshape(opacity.shape[0], -1).mean(dim=1)
+    return torch.relu(floor - per_view).mean()
+
+
 def render_nerf(field: NeRFField, u: torch.Tensor, cams: Cameras, resolution: int, n_samples: int, bound: float,
                 occupancy: OccupancyGrid | None, light: torch.Tensor | None, generator: torch.Generator | None,
                 normals: bool = True) -> tuple[VolumeOutput, torch.Tensor]:
@@ -111,6 +126,10 @@ class CoarseStage:
         w_orient = ramp(c.orientation_weight, i, c.orientation_ramp)
         orient = out.orientation.mean()
         loss = loss_g + w_orient * orient
+        if c.min_opacity_weight > 0:
+            floor = min_opacity_loss(opacity, c.min_opacity)
+            loss = loss + c.min_opacity_weight * floor
+            logs["floor"] = float(floor.detach())
         if c.opacity_weight > 0:
             loss = loss + c.opacity_weight * out.opacity.clamp(1e-4, 1 - 1e-4).sqrt().mean()
         self.opt.zero_grad(set_to_none=True)
