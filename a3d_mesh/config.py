@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -142,6 +143,22 @@ class RunConfig:
 # Validation: a small typed merge of plain YAML data into dataclasses.
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 as PyYAML reads it, except that ``1e4`` and ``3e-4`` are floats (YAML 1.2), not
+    strings: presets and overrides write learning rates and weights that way."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     if tp is Any:
@@ -233,7 +250,7 @@ def parse_override(text: str) -> dict[str, Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override '{text}' has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     out: dict[str, Any] = {}
@@ -262,7 +279,7 @@ def _read_preset(preset: str) -> dict[str, Any]:
             raise ConfigError(f"unknown preset '{preset}' (available: {', '.join(preset_names())})")
         text = res.read_text(encoding="utf-8")
     try:
-        data = yaml.safe_load(text) or {}
+        data = _load_yaml(text) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"preset '{preset}' is not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):

@@ -60,5 +60,17 @@ def test_dumped_config_loads_back_identically(tmp_path: Path) -> None:
     assert load_config(str(path)) == cfg
 
 
+def test_exponent_floats_read_as_numbers(tmp_path: Path) -> None:
+    """PyYAML alone reads ``1e4`` as a string; overrides and preset files must take it as a float."""
+    cfg = load_config("tiny", ["coarse.min_opacity_weight=1e4", "coarse.lr_grid=3e-3", "refine.sds.t_max=[9.8e-1, 5E-1]"])
+    assert cfg.coarse.min_opacity_weight == 1e4 and cfg.coarse.lr_grid == pytest.approx(3e-3)
+    assert cfg.refine.sds.t_max(0.0) == pytest.approx(0.98) and cfg.refine.sds.t_max(1.0) == pytest.approx(0.5)
+    preset = tmp_path / "mine.yaml"
+    preset.write_text("coarse:\n  lr_mlp: 1e-3\n  min_opacity_weight: 2.5e+3\n")
+    cfg = load_config(str(preset))
+    assert cfg.coarse.lr_mlp == pytest.approx(1e-3) and cfg.coarse.min_opacity_weight == 2500.0
+    assert parse_override("guidance.negative_prompt=e5") == {"guidance": {"negative_prompt": "e5"}}
+
+
 def test_parse_override_nests() -> None:
     assert parse_override("a.b.c=1") == {"a": {"b": {"c": 1}}}
