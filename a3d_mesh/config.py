@@ -99,8 +99,10 @@ class RefineConfig:
     normal_consistency_weight: float = 1e4
     laplacian_weight: float = 0.0
     sdf_entropy_weight: float = 0.0
-    # NeRF -> DMTet hand-off: "auto" picks each object's density level from its silhouettes.
+    # NeRF -> DMTet hand-off: "auto" picks each object's density level from its silhouettes, the
+    # pixels where the NeRF's opacity exceeds `init_opacity` (lower keeps faint thin parts).
     init_threshold: str = "auto"
+    init_opacity: float = 0.5
     init_steps: int = 1000
     init_views: int = 8
     sds: SDSConfig = field(default_factory=lambda: SDSConfig())
@@ -309,6 +311,7 @@ def validate(cfg: RunConfig) -> None:
          "sampling probabilities must sum to 1"),
         (cfg.bound > 0, "bound must be > 0"),
         (0.0 <= cfg.coarse.min_opacity < 1.0, "coarse.min_opacity must be in [0, 1)"),
+        (0.0 < cfg.refine.init_opacity < 1.0, "refine.init_opacity must be in (0, 1)"),
         (cfg.coarse.min_opacity_weight >= 0, "coarse.min_opacity_weight must be >= 0"),
         (cfg.export.texture_size >= 16, "export.texture_size must be >= 16"),
         (cfg.device in ("auto", "cpu") or cfg.device.startswith("cuda"), "device must be auto, cpu or cuda[:N]"),

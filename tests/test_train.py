@@ -13,7 +13,7 @@ from a3d_mesh.simplex import corner
 from a3d_mesh.train.coarse import CoarseStage, min_opacity_loss, render_nerf
 from a3d_mesh.train.loop import Progress
 from a3d_mesh.train.pipeline import build_guides
-from a3d_mesh.train.refine import RefineStage
+from a3d_mesh.train.refine import RefineStage, choose_levels
 
 CPU = torch.device("cpu")
 
@@ -109,3 +109,32 @@ def test_min_opacity_keeps_every_object_visible(floor_on: bool) -> None:
         assert least > 0.05  # each object, from every side, still covers about the floor
     else:
         assert least < 0.01  # the eraser empties both objects without it
+
+
+class _CoreAndPlate(torch.nn.Module):
+    """An analytic NeRF: a dense post (density 30, radius 0.15, |y| < 0.5) under a faint thin
+    plate (density 1.2, 0.1 thick, 1.2 wide) on top: a table whose top SDS left faint."""
+
+    n_codes = 1
+
+    def density(self, p: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        def inside(dist_out: torch.Tensor) -> torch.Tensor:  # soft indicator of dist_out < 0
+            return torch.sigmoid(-dist_out / 0.02)
+
+        x, y, z = p.unbind(1)
+        post = inside(torch.maximum(torch.hypot(x, z) - 0.15, y.abs() - 0.5))
+        plate = inside(torch.stack([(y - 0.55).abs() - 0.05, x.abs() - 0.6, z.abs() - 0.6]).amax(0))
+        return 30.0 * post + 1.2 * plate
+
+    def forward(self, p: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.density(p, u), torch.full((p.shape[0], 3), 0.5)
+
+
+@pytest.mark.parametrize("init_opacity, keeps_plate", [(0.5, False), (0.15, True)])
+def test_handoff_level_keeps_faint_parts_above_init_opacity(init_opacity: float, keeps_plate: bool) -> None:
+    # Seen from 20 deg up, a ray crosses at most ~0.3 of the plate, so its opacity is under 0.3:
+    # at the default 0.5 it is not part of the NeRF's silhouette and the best level (11.7) cuts it
+    # off; at 0.15 it is, and the level (0.28) keeps it.
+    cfg = load_config("tiny", [f"refine.init_opacity={init_opacity}", "refine.tet_resolution=32"])
+    (level,) = choose_levels(_CoreAndPlate(), cfg, 1, CPU, lambda s: None)
+    assert (level < 1.2) == keeps_plate

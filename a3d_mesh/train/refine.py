@@ -5,8 +5,9 @@ refine stage starts from the coarse stage's colours and keeps training them at `
 
 NeRF -> DMTet hand-off (the usual failure point): for each object k the density level is chosen so
 that the marching-tets mesh of ``density - level`` at e_k has the raster silhouettes that best
-match (IoU) the NeRF's own opacity from ``init_views`` cameras; the level is logged. The shared
-SDF field is then fitted to every corner's signed, thresholded density at once.
+match (IoU) the NeRF's own silhouettes (opacity above ``init_opacity``) from ``init_views``
+cameras; the level is logged. The shared SDF field is then fitted to every corner's signed,
+thresholded density at once.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ def _iou(a: torch.Tensor, b: torch.Tensor) -> float:
 @torch.no_grad()
 def choose_levels(field: NeRFField, cfg: RunConfig, n_objects: int, device: torch.device,
                   log: Callable[[str], None]) -> list[float]:
-    """Per object, the density level whose extracted mesh's silhouettes best match the NeRF opacity."""
+    """Per object, the density level whose extracted mesh's silhouettes best match the NeRF's
+    (its opacity above ``cfg.refine.init_opacity``)."""
     c = cfg.refine
     verts01, tets = tet_grid(min(c.tet_resolution, 64))
     verts = (verts01 * 2 * cfg.bound).to(device)
@@ -56,7 +58,7 @@ def choose_levels(field: NeRFField, cfg: RunConfig, n_objects: int, device: torc
         u = corner(k, n_objects, device)
         out, _ = render_nerf(field, u, cams, res, cfg.coarse.samples_per_ray, cfg.bound, None, None, None,
                              normals=False)
-        target = (out.opacity.view(len(cams), res, res) > 0.5)
+        target = out.opacity.view(len(cams), res, res) > c.init_opacity
         dens = torch.cat([field.density(verts[s:s + 65536], u) for s in range(0, verts.shape[0], 65536)])
         pos = dens[dens > 0]
         if pos.numel() == 0:
