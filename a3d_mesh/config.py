@@ -105,6 +105,10 @@ class RefineConfig:
     init_opacity: float = 0.5
     init_steps: int = 1000
     init_views: int = 8
+    # The coarse stage's floor on the mesh renders' coverage (0 = off): SDS can shrink a small
+    # object of a joint run to nothing here too, and an empty mesh gets no gradient back.
+    min_opacity: float = 0.0
+    min_opacity_weight: float = 0.0
     sds: SDSConfig = field(default_factory=lambda: SDSConfig())
 
 
@@ -313,6 +317,8 @@ def validate(cfg: RunConfig) -> None:
         (0.0 <= cfg.coarse.min_opacity < 1.0, "coarse.min_opacity must be in [0, 1)"),
         (0.0 < cfg.refine.init_opacity < 1.0, "refine.init_opacity must be in (0, 1)"),
         (cfg.coarse.min_opacity_weight >= 0, "coarse.min_opacity_weight must be >= 0"),
+        (0.0 <= cfg.refine.min_opacity < 1.0, "refine.min_opacity must be in [0, 1)"),
+        (cfg.refine.min_opacity_weight >= 0, "refine.min_opacity_weight must be >= 0"),
         (cfg.export.texture_size >= 16, "export.texture_size must be >= 16"),
         (cfg.device in ("auto", "cpu") or cfg.device.startswith("cuda"), "device must be auto, cpu or cuda[:N]"),
     ]

@@ -39,6 +39,8 @@ def test_overrides_apply_with_types() -> None:
     ("coarse.min_opacity=1.5", "coarse.min_opacity must be in \\[0, 1\\)"),
     ("coarse.min_opacity_weight=-1", "coarse.min_opacity_weight must be >= 0"),
     ("refine.init_opacity=0", "refine.init_opacity must be in \\(0, 1\\)"),
+    ("refine.min_opacity=-0.1", "refine.min_opacity must be in \\[0, 1\\)"),
+    ("refine.min_opacity_weight=-1", "refine.min_opacity_weight must be >= 0"),
 ])
 def test_bad_overrides_name_the_key(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

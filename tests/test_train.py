@@ -13,6 +13,8 @@ from a3d_mesh.simplex import corner
 from a3d_mesh.train.coarse import CoarseStage, min_opacity_loss, render_nerf
 from a3d_mesh.train.loop import Progress
 from a3d_mesh.train.pipeline import build_guides
+from a3d_mesh.geometry import marching_tets
+from a3d_mesh.render.shading import render_mesh
 from a3d_mesh.train.refine import RefineStage, choose_levels
 
 CPU = torch.device("cpu")
@@ -138,3 +140,45 @@ def test_handoff_level_keeps_faint_parts_above_init_opacity(init_opacity: float,
     cfg = load_config("tiny", [f"refine.init_opacity={init_opacity}", "refine.tet_resolution=32"])
     (level,) = choose_levels(_CoreAndPlate(), cfg, 1, CPU, lambda s: None)
     assert (level < 1.2) == keeps_plate
+
+
+def _mesh_coverage(refine: RefineStage, cfg) -> list[float]:  # noqa: ANN001
+    """Per object, the least mean coverage over 4 orbit views (0 for an empty mesh)."""
+    cams = orbit_cameras(cfg.camera, 4)
+    least = []
+    with torch.no_grad():
+        for k in range(2):
+            sdf, gv = refine.dmtet.sdf_and_verts(corner(k, 2))
+            v, f = marching_tets(gv, refine.dmtet.tets, sdf)
+            least.append(float(render_mesh(v, f, cams, 32).mask.view(4, -1).mean(1).min()) if f.shape[0] else 0.0)
+    return least
+
+
+class _Shrinker(_Eraser):
+    """A guide that wants no coverage at all: it shrinks any mesh to nothing (what SDS did to the
+    stool of a joint chair-stool toy run between the hand-off and export)."""
+
+    def __call__(self, r, generator):  # noqa: ANN001, ANN204
+        loss = r.mask.mean() * 1e3
+        return loss, {"shrink": float(loss.detach())}
+
+
+@pytest.mark.parametrize("floor_on", [False, True])
+def test_refine_floor_keeps_every_mesh(floor_on: bool) -> None:
+    overrides = ["refine.init_steps=60", "refine.resolution=32", "refine.tet_resolution=24"]
+    if floor_on:
+        overrides += ["refine.min_opacity=0.05", "refine.min_opacity_weight=1e4"]
+    cfg = load_config("tiny", overrides)
+    torch.manual_seed(0)
+    coarse = CoarseStage(cfg, 2, _Eraser(), CPU)  # untrained: both objects are the start blob
+    torch.manual_seed(1)
+    refine = RefineStage(cfg, 2, _Shrinker(), coarse.field, coarse.background, CPU)
+    refine.initialise(lambda s: None)
+    assert min(_mesh_coverage(refine, cfg)) > 0.05  # both start as visible blobs
+    for i in range(40):
+        refine.step(i)
+    least = min(_mesh_coverage(refine, cfg))
+    if floor_on:
+        assert least > 0.03  # the shrinker cannot empty either object
+    else:
+        assert least < 0.005  # without the floor it empties them

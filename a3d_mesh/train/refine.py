@@ -8,6 +8,10 @@ that the marching-tets mesh of ``density - level`` at e_k has the raster silhoue
 match (IoU) the NeRF's own silhouettes (opacity above ``init_opacity``) from ``init_views``
 cameras; the level is logged. The shared SDF field is then fitted to every corner's signed,
 thresholded density at once.
+
+Optional coverage floor (``min_opacity``, as in the coarse stage): a hinge on each view's mesh
+coverage, so SDS cannot shrink a small object of a joint run to nothing between the hand-off and
+export. It must act before: an empty mesh has no pixels to give it a gradient.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from a3d_mesh.geometry import (DMTetField, fit_dmtet, laplacian_smoothness, marc
                                normal_consistency, sdf_sign_entropy, tet_grid)
 from a3d_mesh.render.shading import Background, random_light, render_mesh
 from a3d_mesh.simplex import corner, sample_code
-from a3d_mesh.train.coarse import render_nerf
+from a3d_mesh.train.coarse import min_opacity_loss, render_nerf
 from a3d_mesh.train.guide import Guide, StepRender
 
 
@@ -168,6 +172,10 @@ class RefineStage:
             progress = i / max(self.total_steps, 1)
             loss, logs = self.guide(StepRender(out.rgb, out.mask, bg, code, cams, light, progress, out.normal,
                                                out.depth), g)
+            if c.min_opacity_weight > 0:
+                floor = min_opacity_loss(out.mask, c.min_opacity)
+                loss = loss + c.min_opacity_weight * floor
+                logs["floor"] = float(floor.detach())
         loss = add_regularisers(loss, c, sdf, self.dmtet.edges, (verts, faces) if faces.shape[0] else None)
         optimise(self.opt, loss)
         logs.update({"loss": float(loss.detach()), "faces": float(faces.shape[0])})
