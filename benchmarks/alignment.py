@@ -256,25 +256,29 @@ def plan_runs(args: argparse.Namespace) -> list[tuple[Path, tuple[str, ...], int
     return out
 
 
-def run_all(args: argparse.Namespace, log: Path) -> None:
+def run_all(args: argparse.Namespace, log: Path) -> dict[Path, dict]:
     """Run every planned run, ``args.jobs`` at a time with one thread each (on a small CPU two
-    one-thread runs finish sooner than two two-thread runs in turn). Measuring comes after, from
-    the folders, so ``bench_set`` then only reads their timing records."""
+    one-thread runs finish sooner than two two-thread runs in turn); their timing records by run
+    folder. Measuring comes after, from the folders and these records, so a failed run is counted
+    once, with the time it took, and not run again."""
     runs = plan_runs(args)
     threads = 1 if args.jobs > 1 else 0
 
-    def one(r: tuple[Path, tuple[str, ...], int]) -> None:
+    def one(r: tuple[Path, tuple[str, ...], int]) -> tuple[Path, dict]:
         run_dir, ps, seed = r
         rec = cli_run(run_dir, ps, args.preset, seed, step_overrides(args.preset, args.budget, len(ps)), True, log,
                       threads)
         print(f"  ran {run_dir.relative_to(args.out)}: rc {rec['rc']}, {rec['wall_s']:.0f} s", flush=True)
+        return run_dir, rec
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        list(pool.map(one, runs))
+        return dict(pool.map(one, runs))
 
 
-def bench_set(name: str, prompts: tuple[str, ...], seed: int, args: argparse.Namespace, log: Path) -> list[dict]:
-    """The joint and the independent records of one set at one seed."""
+def bench_set(name: str, prompts: tuple[str, ...], seed: int, args: argparse.Namespace, log: Path,
+              done: dict[Path, dict] | None = None) -> list[dict]:
+    """The joint and the independent records of one set at one seed (runs in ``done``, from
+    :func:`run_all`, are not run again)."""
     base = args.out / name / f"seed{seed}"
     recs = []
     for mode in MODES:
@@ -287,6 +291,8 @@ def bench_set(name: str, prompts: tuple[str, ...], seed: int, args: argparse.Nam
                 yaws = ([common + float(torch.randn((), generator=g)) * args.dry_noise for _ in ps] if mode == "joint"
                         else [float(torch.rand((), generator=g)) * 360 for _ in ps])
                 t = dry_run(run_dir, ps, yaws, seed)
+            elif done and run_dir in done:
+                t = done[run_dir]
             else:
                 t = cli_run(run_dir, ps, args.preset, seed, step_overrides(args.preset, args.budget, len(ps)),
                             args.resume_safe, log)
@@ -324,13 +330,11 @@ def main(argv: list[str] | None = None) -> str:
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     log = args.out / "runs.log"
-    if args.jobs > 1 and not args.dry_meshes:
-        run_all(args, log)
-        args.resume_safe = True  # every run is done now: bench_set reads their timings back
+    done = run_all(args, log) if args.jobs > 1 and not args.dry_meshes else None
     records = []
     for name in args.sets:
         for seed in range(args.seeds):
-            records += bench_set(name, SETS[name], seed, args, log)
+            records += bench_set(name, SETS[name], seed, args, log, done)
     (args.out / "results.json").write_text(json.dumps(records, indent=2) + "\n", encoding="utf-8")
     table = format_table(records)
     print(table)

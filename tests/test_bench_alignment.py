@@ -116,3 +116,18 @@ def test_dry_end_to_end_writes_results_and_markdown(tmp_path: Path) -> None:
     assert joint["pairs"][0]["error_deg"] == pytest.approx(min(err, 360 - err), abs=3.0)
     text = md.read_text()
     assert "## Alignment: joint A3D vs independent runs" in text and "--dry-meshes" in text and "| joint | 1 |" in text
+
+
+def test_parallel_runs_are_measured_once_and_failures_keep_their_time(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    calls: list[Path] = []
+
+    def failing_run(run_dir: Path, *args, **kwargs) -> dict:  # noqa: ANN002, ANN003
+        calls.append(run_dir)
+        return {"wall_s": 100.0, "rc": 2, "resumed": False, "command": "a3d-mesh run ..."}
+
+    monkeypatch.setattr(bench, "cli_run", failing_run)
+    bench.main(["--sets", "chair-bench", "--seeds", "1", "--jobs", "2", "--out", str(tmp_path / "out")])
+    assert len(calls) == 3  # joint + 2 independent, each once: no serial re-run of a failed run
+    recs = {r["mode"]: r for r in json.loads((tmp_path / "out" / "results.json").read_text())}
+    assert (recs["joint"]["time_s"], recs["joint"]["failed"]) == (100.0, 1)
+    assert (recs["independent"]["time_s"], recs["independent"]["failed"]) == (200.0, 2)
