@@ -3,6 +3,7 @@ and pixel-space SDS through the ordinary guidance loader."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,18 @@ def test_filled_objects_are_the_near_misses_sds_makes() -> None:
     stool = shapes.filled(shapes.template("stool"), 0.0)  # a stool fills to a cylinder, not a box
     assert _signed_volume(stool.verts, stool.faces) == pytest.approx(
         12 * 0.4 ** 2 * torch.sin(torch.tensor(2 * torch.pi / 24)).item() * (1.05 + 0.11), rel=1e-4)
+
+
+@pytest.mark.parametrize("family", shapes.FAMILIES)
+def test_without_seat_removes_exactly_the_seat_in_place(family: str) -> None:
+    obj = shapes.template(family)
+    p = obj.params
+    bare = shapes.without_seat(obj)
+    area = 12 * p["radius"] ** 2 * math.sin(2 * math.pi / 24) if family == "stool" else p["width"] * p["depth"]
+    seat = area * p["thick"]  # the stool's seat is a 24-gon
+    lost = _signed_volume(obj.verts, obj.faces) - _signed_volume(bare.verts, bare.faces)
+    assert lost == pytest.approx(seat, rel=1e-3)  # parts do not overlap: the seat's volume, no more
+    assert torch.equal(bare.verts.min(0).values[1], obj.verts.min(0).values[1])  # same ground: same placement
 
 
 def test_near_misses_are_seeded_filled_objects_on_white() -> None:

@@ -138,16 +138,33 @@ def build(family: str, p: dict[str, float]) -> tuple[torch.Tensor, torch.Tensor]
     """The mesh of ``family`` with parameters ``p`` (see ``RANGES``), ground at y = 0 before centring."""
     if family not in RANGES:
         raise ValueError(f"unknown toy family '{family}' (known: {', '.join(FAMILIES)})")
+    return assemble(_parts(family, p))
+
+
+def _parts(family: str, p: dict[str, float], seat: bool = True) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The object's parts, ground at y = 0: seat or top (unless ``seat`` is False), back, legs."""
     y, t = p["seat_h"], p["thick"]
+    parts = []
     if family == "stool":
         # 24- and 12-gons: a turn by 120 deg maps the whole mesh onto itself (order 3 exactly).
-        parts = [cylinder(0.0, 0.0, p["radius"], y, y + t, 24)]
+        if seat:
+            parts = [cylinder(0.0, 0.0, p["radius"], y, y + t, 24)]
     else:
         hw, hd = p["width"] / 2, p["depth"] / 2
-        parts = [box((-hw, y, -hd), (hw, y + t, hd))]  # seat or table top
+        if seat:
+            parts = [box((-hw, y, -hd), (hw, y + t, hd))]  # seat or table top
         if "back_h" in p:
             parts += _back_frame(hw, -hd, y + t, top_height(family, p), t, p["leg"], p["rail"])
-    return assemble(parts + _legs(family, p, y))
+    return parts + _legs(family, p, y)
+
+
+def without_seat(obj: "ToyObject") -> "ToyObject":
+    """``obj`` with its seat (or table top) removed, legs and back kept, placed exactly where
+    ``obj`` is (centred on the full object's height). A diagnostic near miss: the seat is the part
+    every family shares, so a prior may give a class word no evidence for it."""
+    v, f = merge(_parts(obj.family, obj.params, seat=False))
+    v = v - torch.tensor([0.0, top_height(obj.family, obj.params) / 2, 0.0])
+    return ToyObject(obj.family, dict(obj.params), v, f, colour=obj.colour)
 
 
 def _back_frame(hw: float, z0: float, y0: float, y1: float, thick: float, post: float,
