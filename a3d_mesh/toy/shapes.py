@@ -144,7 +144,7 @@ def build(family: str, p: dict[str, float]) -> tuple[torch.Tensor, torch.Tensor]
 def _parts(family: str, p: dict[str, float], seat: bool = True) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The object's parts, ground at y = 0: seat or top (unless ``seat`` is False), back, legs."""
     y, t = p["seat_h"], p["thick"]
-    parts = []
+    parts: list[tuple[torch.Tensor, torch.Tensor]] = []
     if family == "stool":
         # 24- and 12-gons: a turn by 120 deg maps the whole mesh onto itself (order 3 exactly).
         if seat:

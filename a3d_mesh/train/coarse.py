@@ -51,6 +51,17 @@ def min_opacity_loss(opacity: torch.Tensor, floor: float) -> torch.Tensor:
     return torch.relu(floor - per_view).mean()
 
 
+def add_min_opacity(loss: torch.Tensor, logs: dict[str, float], opacity: torch.Tensor, floor: float,
+                    weight: float) -> torch.Tensor:
+    """``loss + weight * min_opacity_loss(opacity, floor)`` (the floor of either stage; ``opacity``
+    is the NeRF's or the mesh's coverage), logged as ``floor``; ``loss`` itself when ``weight`` is 0."""
+    if weight <= 0:
+        return loss
+    hinge = min_opacity_loss(opacity, floor)
+    logs["floor"] = float(hinge.detach())
+    return loss + weight * hinge
+
+
 def render_nerf(field: NeRFField, u: torch.Tensor, cams: Cameras, resolution: int, n_samples: int, bound: float,
                 occupancy: OccupancyGrid | None, light: torch.Tensor | None, generator: torch.Generator | None,
                 normals: bool = True) -> tuple[VolumeOutput, torch.Tensor]:
@@ -126,10 +137,7 @@ class CoarseStage:
         w_orient = ramp(c.orientation_weight, i, c.orientation_ramp)
         orient = out.orientation.mean()
         loss = loss_g + w_orient * orient
-        if c.min_opacity_weight > 0:
-            floor = min_opacity_loss(opacity, c.min_opacity)
-            loss = loss + c.min_opacity_weight * floor
-            logs["floor"] = float(floor.detach())
+        loss = add_min_opacity(loss, logs, opacity, c.min_opacity, c.min_opacity_weight)
         if c.opacity_weight > 0:
             loss = loss + c.opacity_weight * out.opacity.clamp(1e-4, 1 - 1e-4).sqrt().mean()
         self.opt.zero_grad(set_to_none=True)

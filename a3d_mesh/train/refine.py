@@ -28,7 +28,7 @@ from a3d_mesh.geometry import (DMTetField, fit_dmtet, laplacian_smoothness, marc
                                normal_consistency, sdf_sign_entropy, tet_grid)
 from a3d_mesh.render.shading import Background, random_light, render_mesh
 from a3d_mesh.simplex import corner, sample_code
-from a3d_mesh.train.coarse import min_opacity_loss, render_nerf
+from a3d_mesh.train.coarse import add_min_opacity, render_nerf
 from a3d_mesh.train.guide import Guide, StepRender
 
 
@@ -172,10 +172,7 @@ class RefineStage:
             progress = i / max(self.total_steps, 1)
             loss, logs = self.guide(StepRender(out.rgb, out.mask, bg, code, cams, light, progress, out.normal,
                                                out.depth), g)
-            if c.min_opacity_weight > 0:
-                floor = min_opacity_loss(out.mask, c.min_opacity)
-                loss = loss + c.min_opacity_weight * floor
-                logs["floor"] = float(floor.detach())
+            loss = add_min_opacity(loss, logs, out.mask, c.min_opacity, c.min_opacity_weight)
         loss = add_regularisers(loss, c, sdf, self.dmtet.edges, (verts, faces) if faces.shape[0] else None)
         optimise(self.opt, loss)
         logs.update({"loss": float(loss.detach()), "faces": float(faces.shape[0])})
