@@ -66,6 +66,8 @@ def test_missing_prompt_file(tmp_path: Path) -> None:
     (["--preset", "tiny", "refine.stepz=3"], "unknown config key 'refine.stepz'"),
     (["--preset", "tiny", "refine.steps=lots"], "config key 'refine.steps'"),
     (["--preset", "tiny", "notakeyvalue"], "not of the form key.path=value"),
+    (["--preset", "toy", "refine.init_opacity=1"], "refine.init_opacity must be in (0, 1)"),
+    (["--preset", "toy", "refine.min_opacity=1.5"], "refine.min_opacity must be in [0, 1)"),
 ])
 def test_bad_presets_and_overrides(prompt_file: Path, tmp_path: Path, args: list[str], text: str) -> None:
     one_line_error(runner.invoke(app, ["run", str(prompt_file), "--out", str(tmp_path / "r"), *args]), 2, text)
