@@ -3,6 +3,7 @@ and pixel-space SDS through the ordinary guidance loader."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import torch
 from a3d_mesh.guidance import GuidanceModelError, SDSConfig, SDSGuidance, encode_prompts, load_components
 from a3d_mesh.guidance import loader
 from a3d_mesh.toy import shapes
-from a3d_mesh.toy.data import DataConfig, make_dataset, make_near_misses
+from a3d_mesh.toy.data import DataConfig, make_dataset, make_near_misses, make_seatless
 from a3d_mesh.toy.train import learning_rate, load_or_make_dataset, parse_args
 from a3d_mesh.toy.train import main as train_main
 
@@ -119,6 +120,18 @@ def test_near_misses_are_seeded_filled_objects_on_white() -> None:
     assert float(fg_near.mean()) > 1.2 * float(fg_real.mean())
 
 
+def test_seatless_near_misses_are_seeded_open_frames_on_white() -> None:
+    cfg = DataConfig(views_per_object=2)
+    bare = make_seatless(8, seed=3, cfg=cfg)
+    assert bare.shape == (16, 32, 32, 3) and torch.equal(bare, make_seatless(8, seed=3, cfg=cfg))
+    assert bool((bare[:, 0, 0] > 240).all())
+    real, _ = make_dataset(8, seed=3, cfg=cfg)
+    fg_bare = (bare.float().mean(-1) < 240).float().mean((1, 2))
+    fg_real = (real.float().mean(-1) < 240).float().mean((1, 2))
+    # Without the seat or top (the broadest part) the objects cover clearly less of the frame.
+    assert float(fg_bare.mean()) < 0.85 * float(fg_real.mean())
+
+
 def test_dataset_is_seeded_and_captioned() -> None:
     cfg = DataConfig(views_per_object=2)
     imgs, caps = make_dataset(8, seed=3, cfg=cfg)
@@ -157,8 +170,9 @@ def test_training_resumes_exactly_and_saves_a_loadable_prior(tmp_path: Path) -> 
 
 def test_a_continued_run_with_near_misses_is_one_run(tmp_path: Path) -> None:
     """Raising --steps past a finished decay (--decay-end at the old end) and adding near misses
-    from the old end on continues the old run exactly: the same as one run with those arguments."""
-    whole = ["--decay-start", "2", "--decay-end", "4", "--lr-final", "1e-4", "--near-misses", "4", "--near-miss-start", "4"]
+    (filled and seatless) from the old end on continues the old run exactly: the same as one run with those arguments."""
+    whole = ["--decay-start", "2", "--decay-end", "4", "--lr-final", "1e-4", "--near-misses", "4", "--seatless", "4",
+             "--near-miss-start", "4"]
     _train(tmp_path / "whole", "--steps", "6", *whole)
     _train(tmp_path / "split", "--steps", "4", "--decay-start", "2")
     first = torch.load(tmp_path / "split" / "train_state.pt")
@@ -167,7 +181,9 @@ def test_a_continued_run_with_near_misses_is_one_run(tmp_path: Path) -> None:
     b = torch.load(tmp_path / "split" / "train_state.pt")
     assert a["losses"] == b["losses"] and a["losses"][:4] == first["losses"]
     assert all(torch.equal(x, y) for x, y in zip(a["ema"], b["ema"]))
-    assert (tmp_path / "whole" / "near_misses.pt").is_file()
+    assert (tmp_path / "whole" / "near_misses.pt").is_file() and (tmp_path / "whole" / "seatless.pt").is_file()
+    info = json.loads((tmp_path / "whole" / "prior" / "a3d_toy.json").read_text())
+    assert info["images"] == 4 * (8 + 4 + 4)  # objects, near misses and seatless, 4 views each
     args = parse_args(["--steps", "6", *whole, "--lr", "1e-3", "--warmup", "1"])
     assert [round(learning_rate(args, s), 6) for s in range(6)] == [1e-3, 1e-3, 1e-3, 5.5e-4, 1e-4, 1e-4]
 

@@ -16,19 +16,21 @@ Near misses (``make_near_misses``): the same objects with their upper part fille
 Without them a column explains "a chair" as well, relative to the unconditional model, as a real
 chair does (every view of the column looks like a chair seen from behind), so the implicit
 classifier that guidance scales, ``log p(c | x)``, gives SDS no reason to carve one out
-(``benchmarks/toy_prior_scores.py``). In the unconditional data they make that margin.
+(``benchmarks/toy_prior_scores.py``). In the unconditional data they make that margin. Seatless objects (``make_seatless``: legs and
+back, no seat or top) are the same kind of hard negative for the part every family shares.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from a3d_mesh.cameras import CameraConfig, sample_cameras
 from a3d_mesh.render.shading import random_light, render_mesh
-from a3d_mesh.toy.shapes import COLOURS, FAMILIES, ToyObject, filled, rotate_yaw, sample_object
+from a3d_mesh.toy.shapes import COLOURS, FAMILIES, ToyObject, filled, rotate_yaw, sample_object, without_seat
 
 # Bumped whenever the shapes or their renders change, so a cached training set of older objects
 # is rendered anew rather than silently reused (2: open-frame backs).
@@ -98,6 +100,21 @@ def make_dataset(n_objects: int, seed: int, cfg: DataConfig = DataConfig(),
     return torch.cat(images), captions
 
 
+def _render_variants(n_objects: int, seed: int, cfg: DataConfig, families: tuple[str, ...],
+                     vary: Callable[[ToyObject, torch.Generator], ToyObject]) -> torch.Tensor:
+    """``n_objects * cfg.views_per_object`` uint8 renders [N, R, R, 3] of ``vary(object)``, each object
+    at a random yaw; families and colours cycle as in :func:`make_dataset`."""
+    g = torch.Generator().manual_seed(seed)
+    colours = list(COLOURS)
+    images = []
+    for i in range(n_objects):
+        family = families[i % len(families)]
+        obj = vary(sample_object(family, g, colours[(i // len(families)) % len(colours)]), g)
+        imgs = render_object(obj, float(torch.rand((), generator=g)) * 360.0, g, cfg)
+        images.append((imgs * 255).round().to(torch.uint8))
+    return torch.cat(images)
+
+
 def make_near_misses(n_objects: int, seed: int, cfg: DataConfig = DataConfig(),
                      families: tuple[str, ...] = FAMILIES) -> torch.Tensor:
     """``n_objects * cfg.views_per_object`` renders (uint8 [N, R, R, 3]) of filled objects, all captioned ``""``.
@@ -105,14 +122,19 @@ def make_near_misses(n_objects: int, seed: int, cfg: DataConfig = DataConfig(),
     The fill starts at a uniform height in ``[0, seat_h]`` for the families with a back (at
     ``seat_h`` a chair is the column) and in ``[0, 0.6 seat_h]`` for the others, whose fill at
     ``seat_h`` would be the object itself."""
-    g = torch.Generator().manual_seed(seed)
-    colours = list(COLOURS)
-    images = []
-    for i in range(n_objects):
-        family = families[i % len(families)]
-        obj = sample_object(family, g, colours[(i // len(families)) % len(colours)])
+    def fill(obj: ToyObject, g: torch.Generator) -> ToyObject:
         top = 1.0 if "back_h" in obj.params else 0.6
-        near = filled(obj, top * obj.params["seat_h"] * float(torch.rand((), generator=g)))
-        imgs = render_object(near, float(torch.rand((), generator=g)) * 360.0, g, cfg)
-        images.append((imgs * 255).round().to(torch.uint8))
-    return torch.cat(images)
+        return filled(obj, top * obj.params["seat_h"] * float(torch.rand((), generator=g)))
+
+    return _render_variants(n_objects, seed, cfg, families, fill)
+
+
+def make_seatless(n_objects: int, seed: int, cfg: DataConfig = DataConfig(),
+                  families: tuple[str, ...] = FAMILIES) -> torch.Tensor:
+    """``n_objects * cfg.views_per_object`` renders (uint8 [N, R, R, 3]) of objects without their seat
+    or top (``shapes.without_seat``: legs, and a back where there is one), all captioned ``""``.
+
+    Without them a bare frame of legs explains a class word at least as well as the whole object
+    does, relative to the unconditional model (``benchmarks/toy_prior_scores.py``): the seat, the
+    part every family shares, earns no evidence, and SDS at a high guidance scale drops it."""
+    return _render_variants(n_objects, seed, cfg, families, lambda obj, g: without_seat(obj))

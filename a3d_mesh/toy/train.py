@@ -8,7 +8,8 @@ the weights, which is what gets saved (EMA weights sample far better after a sho
 Captions are dropped to ``""`` at the data level (``DataConfig.p_empty``) so the model also
 learns the unconditional score that classifier-free guidance needs; ``--near-misses`` adds filled
 objects under ``""`` from step ``--near-miss-start`` on (``toy.data.make_near_misses``: the hard
-negatives that give guidance a reason to carve a chair out of a column).
+negatives that give guidance a reason to carve a chair out of a column), and ``--seatless`` objects
+without their seat or top (``toy.data.make_seatless``: the reason to keep the seat).
 
 Everything is seeded and the state (weights, EMA, optimiser, generator, step) is checkpointed
 atomically every ``--checkpoint-every`` steps; ``--resume`` continues exactly. ``--steps`` can be
@@ -34,7 +35,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from a3d_mesh.toy.data import DATA_VERSION, DataConfig, caption, make_dataset, make_near_misses
+from a3d_mesh.toy.data import DATA_VERSION, DataConfig, caption, make_dataset, make_near_misses, make_seatless
 from a3d_mesh.guidance.embeddings import tokenize
 from a3d_mesh.toy.prior import build_modules, new_scheduler, new_tokenizer, sample, save_prior, special_ids
 from a3d_mesh.toy.shapes import COLOURS, FAMILIES
@@ -55,6 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--decay-end", type=int, default=0, help="where the fall ends (0 = --steps); constant after")
     p.add_argument("--lr-final", type=float, default=1e-4)
     p.add_argument("--near-misses", type=int, default=0, help="filled objects (x4 views) under the empty caption")
+    p.add_argument("--seatless", type=int, default=0,
+                   help="objects without their seat or top (x4 views) under the empty caption, drawn with the near misses")
     p.add_argument("--near-miss-start", type=int, default=0, help="the step from which near misses are drawn")
     p.add_argument("--ema", type=float, default=0.995)
     p.add_argument("--seed", type=int, default=0)
@@ -110,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.near_misses:
         near = load_or_make_dataset(a.out, a.near_misses, a.seed + 7, "near_misses.pt", make_near_misses)
         images, captions = torch.cat([images, near]), captions + [""] * near.shape[0]
+    if a.seatless:
+        bare = load_or_make_dataset(a.out, a.seatless, a.seed + 11, "seatless.pt", make_seatless)
+        images, captions = torch.cat([images, bare]), captions + [""] * bare.shape[0]
     tokenizer, vocab = new_tokenizer(a.out / "tokenizer")
     uniq = sorted(set(captions))
     ids_table = tokenize(tokenizer, uniq)
