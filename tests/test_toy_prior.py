@@ -10,7 +10,9 @@ import torch
 
 from a3d_mesh.guidance import encode_prompts, load_components
 from a3d_mesh.guidance.loader import bundled_toy_prior
+from a3d_mesh.toy import shapes
 from a3d_mesh.toy.prior import TOY_RESOLUTION, sample
+from a3d_mesh.toy.scores import contexts, denoising_errors
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +83,19 @@ def test_samples_follow_the_class_word(samples: dict[str, torch.Tensor]) -> None
         return sorted(ratios)[len(ratios) // 2]
 
     assert aspect(samples["a red table"]) > 1.2 * aspect(samples["a red stool"])
+
+
+@pytest.mark.parametrize("family", shapes.FAMILIES)
+def test_the_class_word_rewards_the_seat(family: str) -> None:
+    """SDS keeps what raises the implicit classifier ``err("") - err(prompt)``. The first two priors
+    gave a family without its seat or top as much class evidence as the whole object, and SDS on
+    "a blue bench" dropped the seat; the prior trained with seatless near misses must not."""
+    comps = load_components("toy", "cpu")
+    ctx = contexts(comps, [f"a red {family}"])
+    obj = shapes.template(family)
+    obj.colour = "red"
+    evidence = []
+    for shape in (obj, shapes.without_seat(obj)):
+        err = denoising_errors(comps, ctx, shape, timesteps=[200, 400, 600], yaws=6, views=2)
+        evidence.append(float(err[1] - err[0]))
+    assert evidence[0] > evidence[1] + 2e-4, evidence
