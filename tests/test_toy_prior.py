@@ -38,7 +38,7 @@ def test_bundled_prior_is_small_and_documented() -> None:
     assert comps.vae is None and comps.unet.config.sample_size == TOY_RESOLUTION
 
 
-# The shipped prior (1800 steps, 33 minutes on 2 cores) draws recognisable furniture classes, but its
+# The shipped prior (1800 steps, 20 minutes on 2 cores) draws recognisable furniture classes, but its
 # DDIM samples come on tinted backgrounds and bind the colour word weakly; SDS at guidance 30 still
 # gets each object's colour right (benchmarks/RESULTS.md). These three stay strict: the day a
 # better-trained prior passes them, the xfail turns into a failure and must be removed (issue 9).
