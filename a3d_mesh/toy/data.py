@@ -16,8 +16,9 @@ Near misses (``make_near_misses``): the same objects with their upper part fille
 Without them a column explains "a chair" as well, relative to the unconditional model, as a real
 chair does (every view of the column looks like a chair seen from behind), so the implicit
 classifier that guidance scales, ``log p(c | x)``, gives SDS no reason to carve one out
-(``benchmarks/toy_prior_scores.py``). In the unconditional data they make that margin. Seatless objects (``make_seatless``: legs and
-back, no seat or top) are the same kind of hard negative for the part every family shares.
+(``benchmarks/toy_prior_scores.py``). In the unconditional data they make that margin. Seatless
+objects (``make_seatless``: legs and back, no seat or top) are the same kind of hard negative for
+the part every family shares.
 """
 
 from __future__ import annotations

@@ -110,12 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     ckpt_path = a.out / "train_state.pt"
     images, captions = load_or_make_dataset(a.out, a.objects, a.seed)
     n = images.shape[0]  # the pool drawn from before --near-miss-start
-    if a.near_misses:
-        near = load_or_make_dataset(a.out, a.near_misses, a.seed + 7, "near_misses.pt", make_near_misses)
-        images, captions = torch.cat([images, near]), captions + [""] * near.shape[0]
-    if a.seatless:
-        bare = load_or_make_dataset(a.out, a.seatless, a.seed + 11, "seatless.pt", make_seatless)
-        images, captions = torch.cat([images, bare]), captions + [""] * bare.shape[0]
+    # Hard negatives, all under the empty caption; each kind has its own seed offset and cache file.
+    for count, offset, name, make in ((a.near_misses, 7, "near_misses.pt", make_near_misses),
+                                      (a.seatless, 11, "seatless.pt", make_seatless)):
+        if count:
+            extra = load_or_make_dataset(a.out, count, a.seed + offset, name, make)
+            images, captions = torch.cat([images, extra]), captions + [""] * extra.shape[0]
     tokenizer, vocab = new_tokenizer(a.out / "tokenizer")
     uniq = sorted(set(captions))
     ids_table = tokenize(tokenizer, uniq)
