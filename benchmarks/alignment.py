@@ -22,6 +22,16 @@ random yaws). Pairs where a fit is near-ambiguous (another yaw within 10% of the
 and reported apart, never mixed into the main number. Time: wall seconds per joint run, and the
 sum of the N runs for independent.
 
+Two more alignment scores per pair, over *every* pair (no yaw is picked, so nothing is set aside):
+both read a cost curve over the relative yaw of the two meshes and give how much worse "no
+relative rotation" is than the best relative yaw, in units of a random one (0 aligned, 1 on
+average for unrelated yaws; :func:`a3d_mesh.metrics.alignment.yaw_excess`):
+
+* ``shared_yaw``: the two template fits' curves, summed at a common yaw (the class frame);
+* ``overlay``: the two meshes directly, one turned onto the other (shared shape and frame, no
+  template). What a faithful aligned pair of two families scores there is not 0 (a chair and a
+  bench overlay best turned); the per-set table gives the templates' own score as that floor.
+
 Aggregates are over (set, seed) units: the mean and sample standard deviation of each unit's mean.
 
 Run (the real benchmark; ~N x 10 min per set and seed on a 2-core CPU with the toy preset):
@@ -59,7 +69,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from a3d_mesh.metrics.alignment import TemplateFit, classify, pair_alignment  # noqa: E402
+from a3d_mesh.metrics.alignment import (TemplateFit, classify, overlay_reference, overlay_score,  # noqa: E402
+                                        pair_alignment, shared_yaw_score)
 from a3d_mesh.toy.shapes import FAMILIES  # noqa: E402
 
 SETS: dict[str, tuple[str, ...]] = {
@@ -147,8 +158,8 @@ def dry_run(run_dir: Path, prompts: tuple[str, ...], yaws: list[float], seed: in
 
 
 def measure_run(run_dir: Path) -> list[dict]:
-    """Per object mesh of a finished run: fitted family, correctness, fidelity and the prompt
-    family's fit (as a dict of ``TemplateFit`` fields, without its curve)."""
+    """Per object mesh of a finished run: fitted family, correctness, fidelity, the prompt
+    family's fit (a dict of ``TemplateFit`` fields, with its yaw curve) and the GLB's path."""
     from a3d_mesh.train.guide import load_mesh
 
     manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
@@ -157,22 +168,36 @@ def measure_run(run_dir: Path) -> list[dict]:
         if a.get("kind", "object") != "object":
             continue
         fam = family_of(a["prompt"])
-        v, f = load_mesh(run_dir / "export" / a["files"]["glb"])
+        glb = run_dir / "export" / a["files"]["glb"]
+        v, f = load_mesh(glb)
         c = classify(v, f)
         fit = c.fits[fam]
         out.append({"name": a["name"], "prompt": a["prompt"], "family": fam, "fitted": c.family,
                     "correct": c.family == fam, "fidelity": fit.chamfer, "distances": c.distances,
-                    "fit": fit.to_dict(), "faces": int(f.shape[0])})
+                    "fit": fit.to_dict(with_curve=True), "faces": int(f.shape[0]), "glb": str(glb)})
     return out
 
 
 def pairs_of(meshes: list[dict]) -> list[dict]:
-    """Every pair of a set's meshes: :func:`pair_alignment` of their prompt-family fits."""
-    fits = [TemplateFit(**{k: m["fit"][k] for k in _FIT_FIELDS if k in m["fit"]}, yaws_deg=[], curve=[])
+    """Every pair of a set's meshes: :func:`pair_alignment` of their prompt-family fits, the
+    ``shared_yaw`` score of their curves and the ``overlay`` score of the meshes (NaN where a mesh
+    record has no curve or no GLB) with the templates' own ``overlay_reference``."""
+    from a3d_mesh.train.guide import load_mesh
+
+    fits = [TemplateFit(**{"yaws_deg": [], "curve": [], **{k: m["fit"][k] for k in _FIT_FIELDS if k in m["fit"]}})
             for m in meshes]
-    return [{"a": meshes[i]["name"], "b": meshes[j]["name"],
-             "both_correct": meshes[i]["correct"] and meshes[j]["correct"], **pair_alignment(fits[i], fits[j])}
-            for i in range(len(fits)) for j in range(i + 1, len(fits))]
+    geo = [load_mesh(Path(m["glb"])) if "glb" in m else None for m in meshes]
+    out = []
+    for i in range(len(fits)):
+        for j in range(i + 1, len(fits)):
+            fa, fb = meshes[i]["family"], meshes[j]["family"]
+            both = geo[i] is not None and geo[j] is not None
+            out.append({"a": meshes[i]["name"], "b": meshes[j]["name"],
+                        "both_correct": meshes[i]["correct"] and meshes[j]["correct"],
+                        **pair_alignment(fits[i], fits[j]), "shared_yaw": shared_yaw_score(fits[i], fits[j]),
+                        "overlay": overlay_score(*geo[i], fa, *geo[j], fb) if both else math.nan,
+                        "overlay_reference": overlay_reference(fa, fb)})
+    return out
 
 
 def _mean(xs: list[float]) -> float:
@@ -190,6 +215,8 @@ def unit_summary(rec: dict) -> dict:
             "align_deg": _mean([p["error_deg"] for p in clear]),
             "align_chance": _mean([p["error_deg"] / p["chance_deg"] for p in clear]),
             "ambiguous": float(len(amb)), "align_amb_deg": _mean([p["error_deg"] for p in amb]),
+            "shared_yaw": _mean([p.get("shared_yaw", math.nan) for p in pairs]),
+            "overlay": _mean([p.get("overlay", math.nan) for p in pairs]),
             "failed": float(rec["failed"]), "time_s": rec["time_s"]}
 
 
@@ -223,15 +250,16 @@ def format_table(records: list[dict]) -> str:
     agg = aggregate(records)
     units = {m: sum(1 for r in records if r["mode"] == m) for m in MODES}
     lines = ["| mode | units | fidelity (chamfer) | class acc | align err (deg) | err / chance | "
-             "ambiguous pairs (their err, deg) | failed runs | time (s) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "ambiguous pairs (their err, deg) | shared-yaw score | overlay score | failed runs | time (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for mode, a in agg.items():
         lines.append(f"| {mode} | {units[mode]} | {_pm(a['fidelity'])} | {_pm(a['accuracy'], '{:.2f}')} | "
                      f"{_pm(a['align_deg'], '{:.1f}')} | {_pm(a['align_chance'], '{:.2f}')} | "
-                     f"{int(a['ambiguous'][0])} ({_pm(a['align_amb_deg'], '{:.1f}')}) | {int(a['failed'][0])} | "
+                     f"{int(a['ambiguous'][0])} ({_pm(a['align_amb_deg'], '{:.1f}')}) | {_pm(a['shared_yaw'], '{:.2f}')} | "
+                     f"{_pm(a['overlay'], '{:.2f}')} | {int(a['failed'][0])} | "
                      f"{_pm(a['time_s'], '{:.0f}')} |")
-    lines += ["", "| set | period (deg) | joint align err (deg) | independent align err (deg) | ambiguous j / i |",
-              "|---|---|---|---|---|"]
+    lines += ["", "| set | period (deg) | joint align err (deg) | independent align err (deg) | ambiguous j / i | "
+              "overlay score j / i (templates) |", "|---|---|---|---|---|---|"]
     for name in dict.fromkeys(r["set"] for r in records):
         cells = []
         for mode in MODES:
@@ -240,9 +268,34 @@ def format_table(records: list[dict]) -> str:
         periods = sorted({p["period_deg"] for r in records if r["set"] == name for p in r["pairs"]})
         err = [_pm(c["align_deg"], "{:.1f}") if c else "n/a" for c in cells]
         amb = [str(int(c["ambiguous"][0])) if c else "-" for c in cells]
+        ov = [_pm(c["overlay"], "{:.2f}") if c else "n/a" for c in cells]
+        ref = _mean([p["overlay_reference"] for r in records if r["set"] == name for p in r["pairs"]
+                     if "overlay_reference" in p])
         lines.append(f"| {name} | {', '.join(f'{p:g}' for p in periods) or '-'} | {err[0]} | {err[1]} | "
-                     f"{amb[0]} / {amb[1]} |")
+                     f"{amb[0]} / {amb[1]} | {ov[0]} / {ov[1]} ({'n/a' if math.isnan(ref) else f'{ref:.2f}'}) |")
+    lines += ["", paired_line(records)]
     return "\n".join(lines) + "\n"
+
+
+def sign_test(wins: int, n: int) -> float:
+    """One-sided sign test: the chance of ``wins`` or more of ``n`` paired units by coin flips."""
+    return sum(math.comb(n, k) for k in range(wins, n + 1)) / 2 ** n if n else math.nan
+
+
+def paired_line(records: list[dict]) -> str:
+    """How often the joint run of a (set, seed) scores below (better than) its independent runs,
+    with the one-sided sign test's p (no difference: each unit a coin flip)."""
+    units: dict[tuple[str, int], dict[str, dict]] = {}
+    for r in records:
+        units.setdefault((r["set"], r["seed"]), {})[r["mode"]] = unit_summary(r)
+    parts = []
+    for key, label in (("shared_yaw", "shared-yaw"), ("overlay", "overlay")):
+        both = [(u["joint"][key], u["independent"][key]) for u in units.values()
+                if len(u) == 2 and not (math.isnan(u["joint"][key]) or math.isnan(u["independent"][key]))]
+        wins = sum(j < i for j, i in both)
+        parts.append(f"{label} {wins} of {len(both)}" + (f" (sign test p = {sign_test(wins, len(both)):.3f})"
+                                                          if both else ""))
+    return "Units where the joint run scores below its independent runs: " + ", ".join(parts) + "."
 
 
 def plan_runs(args: argparse.Namespace) -> list[tuple[Path, tuple[str, ...], int]]:

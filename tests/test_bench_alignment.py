@@ -81,6 +81,21 @@ def test_aggregation_means_spreads_and_separates_ambiguous_pairs() -> None:
     assert "| s1 | 360 | 6.0 ± 2.8 | 90.0 ± 0.0 | 0 / 1 |" in table
 
 
+def test_records_without_curves_or_meshes_score_n_a_and_paired_counts() -> None:
+    # Mesh records as an older results file has them (no curve, no GLB): the scores are n/a.
+    recs = [record("s1", 0, "joint", [mesh("chair", "chair", 0.0), mesh("bench", "bench", 4.0)]),
+            record("s1", 0, "independent", [mesh("chair", "chair", 0.0), mesh("bench", "bench", 90.0)])]
+    assert math.isnan(recs[0]["pairs"][0]["shared_yaw"]) and math.isnan(recs[0]["pairs"][0]["overlay"])
+    assert "shared-yaw 0 of 0, overlay 0 of 0" in bench.format_table(recs)
+    # Scores present: the joint unit counts as better where its mean score is lower.
+    for r, (sy, ov) in zip(recs, [(0.1, 0.9), (0.8, 0.3)]):
+        r["pairs"][0].update(shared_yaw=sy, overlay=ov)
+    assert bench.paired_line(recs).endswith("shared-yaw 1 of 1 (sign test p = 0.500), overlay 0 of 1 (sign test p = 1.000).")
+    assert bench.sign_test(8, 10) == pytest.approx(56 / 1024) and bench.sign_test(0, 4) == 1.0
+    j = bench.aggregate(recs)["joint"]
+    assert j["shared_yaw"][:2] == pytest.approx((0.1, 0.0)) and j["overlay"][0] == pytest.approx(0.9)
+
+
 def test_empty_measurements_are_n_a_not_zero() -> None:
     recs = [record("s2", 0, "joint", [], failed=1)]
     a = bench.aggregate(recs)["joint"]
@@ -114,8 +129,15 @@ def test_dry_end_to_end_writes_results_and_markdown(tmp_path: Path) -> None:
     truth = json.loads((tmp_path / "out" / "chair-bench" / "seed0" / "joint" / "manifest.json").read_text())["dry_yaws"]
     err = abs(truth[0] - truth[1])
     assert joint["pairs"][0]["error_deg"] == pytest.approx(min(err, 360 - err), abs=3.0)
+    # The chance-normalised scores read the yaw curves and the meshes themselves: a common yaw
+    # scores near 0 on the template curves; the overlay of a chair and a bench is measured, with
+    # the aligned templates' own overlay score beside it.
+    pair = joint["pairs"][0]
+    assert pair["shared_yaw"] < 0.2 and 0.0 <= pair["overlay"] < 10.0 and pair["overlay_reference"] > 0.1
+    assert len(joint["meshes"][0]["fit"]["curve"]) == 72
     text = md.read_text()
     assert "## Alignment: joint A3D vs independent runs" in text and "--dry-meshes" in text and "| joint | 1 |" in text
+    assert "Units where the joint run scores below its independent runs: shared-yaw " in text
 
 
 def test_parallel_runs_are_measured_once_and_failures_keep_their_time(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
@@ -131,3 +153,26 @@ def test_parallel_runs_are_measured_once_and_failures_keep_their_time(tmp_path: 
     recs = {r["mode"]: r for r in json.loads((tmp_path / "out" / "results.json").read_text())}
     assert (recs["joint"]["time_s"], recs["joint"]["failed"]) == (100.0, 1)
     assert (recs["independent"]["time_s"], recs["independent"]["failed"]) == (200.0, 2)
+
+
+def test_overlay_page_draws_every_unit_in_the_score_frame(tmp_path: Path) -> None:
+    spec2 = importlib.util.spec_from_file_location("bench_overlays", ROOT / "benchmarks" / "alignment_overlays.py")
+    overlays = importlib.util.module_from_spec(spec2)
+    spec2.loader.exec_module(overlays)
+    from a3d_mesh.toy.shapes import rotate_yaw, template
+
+    # The top view is in the overlay score's frame: scale and offset do not show, a half turn
+    # about +Y turns the picture by 180 degrees (x right, -z up, centred on the centroid).
+    t = template("chair")
+    a = overlays.top_view([(t.verts, t.faces)], size=120)
+    b = overlays.top_view([(2.0 * rotate_yaw(t.verts, 180.0) + 5.0, t.faces)], size=120)
+    ink_a, ink_b = ((x.amax(-1) - x.amin(-1)) > 0.1 for x in (a, b))  # coloured, not the grey cross
+    assert float((ink_a & ink_b.flip(0, 1)).sum() / ink_a.sum()) > 0.95
+    assert float((ink_a & ink_b).sum() / ink_a.sum()) < 0.7  # the chair is not symmetric under it
+    # A page of a dry benchmark: one labelled row per (set, seed), joint and independent panels.
+    bench.main(["--dry-meshes", "--sets", "chair-bench", "--seeds", "2", "--out", str(tmp_path / "out")])
+    out = overlays.main([str(tmp_path / "out" / "results.json"), "--out", str(tmp_path / "page.png"), "--size", "100"])
+    from PIL import Image
+
+    w, h = Image.open(out).size
+    assert (w, h) == (2 * 100 + 12, 2 * (100 + 18))

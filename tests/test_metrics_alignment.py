@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
-from a3d_mesh.metrics.alignment import (classify, common_period, fit_template, pair_alignment, period_deg,
-                                        relative_yaw_error)
+from a3d_mesh.metrics.alignment import (classify, common_period, fit_template, overlay_curve, overlay_reference,
+                                        overlay_score, pair_alignment, period_deg, relative_yaw_error,
+                                        shared_yaw_curve, shared_yaw_score, yaw_excess)
 from a3d_mesh.toy.shapes import FAMILIES, RANGES, SYMMETRY_ORDER, build, rotate_yaw, sample_object, template
 
 POSES = {"chair": 37.0, "stool": 251.0, "table": 123.0, "bench": 300.0}
@@ -103,3 +106,50 @@ def test_relative_yaw_of_rotated_templates_is_the_known_difference(fa: str, ya: 
     assert pair["error_deg"] == pytest.approx(truth, abs=3.0)
     assert pair["period_deg"] == common_period(fa, fb) and pair["chance_deg"] == pair["period_deg"] / 4
     assert not pair["ambiguous"] and pair["error_min_deg"] == pair["error_deg"]
+
+
+def test_yaw_excess_is_zero_at_the_best_yaw_and_one_for_a_random_yaw() -> None:
+    g = torch.Generator().manual_seed(3)
+    curve = torch.rand(72, generator=g, dtype=torch.float64) + 1.0
+    best = int(curve.argmin())
+    assert yaw_excess(curve.roll(-best), 360.0) == 0.0  # the best yaw moved to 0
+    # Uniform relative yaw: averaged over every shift of the grid the score is exactly 1.
+    scores = [yaw_excess(curve.roll(k), 360.0) for k in range(72)]
+    assert sum(scores) / 72 == pytest.approx(1.0, abs=1e-9) and max(scores) > 1.0
+    # Folding modulo a period of 120 deg: the minimum over the three copies of each yaw.
+    folded = curve.view(3, 24).amin(0)
+    assert yaw_excess(curve, 120.0) == pytest.approx(float((folded[0] - folded.min()) / (folded.mean() - folded.min())))
+    assert sum(yaw_excess(curve.roll(k), 120.0) for k in range(24)) / 24 == pytest.approx(1.0, abs=1e-9)
+    assert torch.isnan(torch.tensor(yaw_excess(torch.ones(72), 360.0)))  # flat: no yaw signal
+    assert torch.isnan(torch.tensor(yaw_excess([], 360.0)))
+    with pytest.raises(ValueError):
+        yaw_excess(curve, 7.0)
+
+
+def test_shared_yaw_score_finds_a_common_yaw_and_reads_the_whole_curves() -> None:
+    tc, tb = template("chair"), template("bench")
+    chair = fit_template(0.4 * rotate_yaw(tc.verts, 40.0) + 2.0, tc.faces, "chair")
+    aligned = fit_template(rotate_yaw(tb.verts, 40.0), tb.faces, "bench")
+    turned = fit_template(rotate_yaw(tb.verts, 130.0), tb.faces, "bench")
+    assert shared_yaw_score(chair, aligned) < 0.05
+    assert shared_yaw_score(chair, turned) > 0.5
+    # C(delta) is lowest at delta = yaw_b - yaw_a (90 deg = grid step 18 of 5 deg).
+    assert int(shared_yaw_curve(chair, turned).argmin()) == pytest.approx(18, abs=1)
+    # A fit without its curve (e.g. from an old results file) scores NaN, not 0.
+    bare = dataclasses.replace(chair, curve=[], yaws_deg=[])
+    assert torch.isnan(torch.tensor(shared_yaw_score(bare, aligned)))
+
+
+def test_overlay_score_is_zero_for_one_shape_in_one_frame_and_one_on_average() -> None:
+    t, s = template("chair"), template("stool")
+    moved = 3.0 * rotate_yaw(t.verts, 25.0) - 1.0  # the same chair: scaled, shifted, turned by 25
+    curve = overlay_curve(t.verts, t.faces, moved, t.faces)
+    assert int(curve.argmin()) == 5 and float(curve.min()) < 0.1  # delta = 25 deg: the sampling floor
+    assert overlay_score(t.verts, t.faces, "chair", rotate_yaw(t.verts, 0.0) + 1.0, t.faces, "chair") < 0.02
+    assert overlay_score(t.verts, t.faces, "chair", moved, t.faces, "chair") > 0.5
+    # A stool turned by every 5-deg step of the pair's 120-deg period: the scores average to 1.
+    scores = [overlay_score(t.verts, t.faces, "chair", rotate_yaw(s.verts, 5.0 * k), s.faces, "stool")
+              for k in range(24)]
+    assert sum(scores) / 24 == pytest.approx(1.0, abs=0.02)
+    assert overlay_reference("table", "table") == pytest.approx(0.0, abs=1e-6)
+    assert overlay_reference("chair", "bench") > 0.1  # faithful aligned chair and bench overlay turned

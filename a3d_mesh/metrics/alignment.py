@@ -29,6 +29,12 @@ Yaw ambiguity, two kinds, both reported rather than hidden:
   ``min_separation_deg`` away (circularly, modulo the period) whose distance is within ``tol`` of
   the best one (``curve_other <= (1 + tol) * curve_best``); e.g. a blobby chair whose back is
   barely there fits almost as well turned by 180 deg. Those yaws are ``alternatives``.
+
+Pairs: :func:`pair_alignment` compares the two best yaws (so an ambiguous fit makes the pair
+ambiguous). :func:`shared_yaw_score` and :func:`overlay_score` pick no yaw: each reads a whole
+cost curve over the relative yaw of the pair (the template curves at a common yaw; the two
+meshes overlaid directly) and scores "no relative rotation" against a random one
+(:func:`yaw_excess`: 0 aligned, 1 on average for unrelated yaws), so every pair gets a number.
 """
 
 from __future__ import annotations
@@ -261,3 +267,99 @@ def pair_alignment(a: TemplateFit, b: TemplateFit) -> dict:
              for ya in [a.yaw_deg] + a.alternatives for yb in [b.yaw_deg] + b.alternatives]
     return {"error_deg": err, "period_deg": p, "chance_deg": p / 4, "ambiguous": a.ambiguous or b.ambiguous,
             "error_min_deg": min(cands)}
+
+
+# --- Chance-normalised alignment scores (every pair, no yaw picked) ---------------------------------
+#
+# ``pair_alignment`` compares two best yaws, so a pair is only as good as its least certain fit
+# and near-ambiguous fits have to be set aside. The scores below never pick a yaw: each reads a
+# whole cost curve over the relative yaw ``delta`` of b against a and asks how good ``delta = 0``
+# (the aligned answer) is compared with a random relative yaw. An ambiguous fit then counts for
+# what it is (a curve with several low points), not for a guess.
+
+
+def yaw_excess(curve: torch.Tensor | list[float], period_deg: float) -> float:
+    """How much worse relative yaw 0 is than the best relative yaw, in units of a random one.
+
+    Args:
+        curve: [K] a cost (lower is better) at relative yaws ``k * 360 / K``, ``k = 0..K-1`` (the
+            full circle). ``360 / K`` must divide ``period_deg``.
+        period_deg: the symmetry of the pair (:func:`common_period`); the curve is folded modulo it
+            (the minimum over its copies) first.
+
+    Returns ``(c(0) - min c) / (mean c - min c)`` on the folded curve ``c``: 0 when no rotation is
+    the best overlay; 1 on average when the true relative yaw is uniform on the circle (the mean
+    of the score over every grid shift of a curve is exactly 1); larger when 0 is worse than
+    average. NaN for an empty or flat curve (no yaw signal at all).
+    """
+    c = torch.as_tensor(curve, dtype=torch.float64)
+    if c.numel() == 0:
+        return math.nan
+    step = 360.0 / c.numel()
+    per = round(period_deg / step)
+    if per < 1 or abs(per * step - period_deg) > 1e-6 or c.numel() % per:
+        raise ValueError(f"a curve of {c.numel()} yaws cannot be folded modulo {period_deg} deg")
+    c = c.view(-1, per).amin(0)
+    lo, depth = float(c.min()), float(c.mean() - c.min())
+    if not depth > 1e-12 * max(abs(lo), 1.0):
+        return math.nan
+    return (float(c[0]) - lo) / depth
+
+
+def shared_yaw_curve(a: TemplateFit, b: TemplateFit) -> torch.Tensor:
+    """The template cost of a pair with b turned by ``delta`` against a: [K], ``delta = k * 360 / K``.
+
+    ``C(delta) = min_y curve_a(y) + curve_b(y + delta)`` over the two fits' coarse curves (same
+    grid, the full circle). It is lowest at ``delta = yaw_b - yaw_a``; an aligned pair (one common
+    yaw) has its minimum at 0. Empty when either fit has no curve.
+    """
+    ca, cb = torch.tensor(a.curve, dtype=torch.float64), torch.tensor(b.curve, dtype=torch.float64)
+    if ca.numel() == 0 or cb.numel() == 0:
+        return torch.empty(0, dtype=torch.float64)
+    if ca.numel() != cb.numel():
+        raise ValueError(f"fits on different yaw grids ({ca.numel()} vs {cb.numel()} yaws)")
+    return torch.stack([(ca + cb.roll(-d)).min() for d in range(ca.numel())])  # roll(-d)[y] = cb[y + d]
+
+
+def shared_yaw_score(a: TemplateFit, b: TemplateFit) -> float:
+    """:func:`yaw_excess` of :func:`shared_yaw_curve`, modulo the pair's common period: 0 when the
+    two meshes fit their templates best at one common yaw, ~1 for unrelated yaws. NaN without curves."""
+    return yaw_excess(shared_yaw_curve(a, b), common_period(a.family, b.family))
+
+
+def overlay_curve(verts_a: torch.Tensor, faces_a: torch.Tensor, verts_b: torch.Tensor, faces_b: torch.Tensor,
+                  n_points: int = 600, yaw_step_deg: float = 5.0, seed: int = 0) -> torch.Tensor:
+    """Chamfer distance of mesh a turned by ``delta`` onto mesh b, both moment-normalised: [K].
+
+    Each mesh (+Y up, any units and offset) is centred on its area centroid and scaled to unit RMS
+    radius (:func:`a3d_mesh.metrics.surface.surface_moments`), so the curve is invariant to the
+    meshes' scales and offsets and in units of their RMS radius. ``delta = k * yaw_step_deg`` over
+    the full circle; for two copies of one shape at yaws ``y_a`` and ``y_b`` the minimum is at
+    ``delta = y_b - y_a``. No template is involved: the curve measures shared shape and frame.
+    """
+    def normalised(v: torch.Tensor, f: torch.Tensor, s: int) -> torch.Tensor:
+        c, r = surface_moments(v, f)
+        return (sample_surface(v.float(), f, n_points, s) - c.float()) / r
+
+    yaws = torch.arange(round(360.0 / yaw_step_deg), dtype=torch.float64) * yaw_step_deg
+    return _batched_chamfer(normalised(verts_b, faces_b, seed + 1),
+                            _rotated(normalised(verts_a, faces_a, seed), yaws)).double()
+
+
+def overlay_score(verts_a: torch.Tensor, faces_a: torch.Tensor, fam_a: str, verts_b: torch.Tensor,
+                  faces_b: torch.Tensor, fam_b: str, **curve_kwargs: object) -> float:
+    """:func:`yaw_excess` of :func:`overlay_curve` modulo ``common_period(fam_a, fam_b)``: 0 when
+    the meshes overlay best as they stand, ~1 for unrelated yaws.
+
+    What a faithful, aligned pair scores depends on the families: two templates of one family
+    score 0, but a chair and a bench overlay best turned against each other (their seats and
+    backs differ); :func:`overlay_reference` gives that floor.
+    """
+    return yaw_excess(overlay_curve(verts_a, faces_a, verts_b, faces_b, **curve_kwargs), common_period(fam_a, fam_b))
+
+
+@functools.lru_cache(maxsize=32)
+def overlay_reference(fam_a: str, fam_b: str) -> float:
+    """:func:`overlay_score` of the two families' templates in their canonical frame (aligned)."""
+    ta, tb = template(fam_a), template(fam_b)
+    return overlay_score(ta.verts, ta.faces, fam_a, tb.verts, tb.faces, fam_b)
