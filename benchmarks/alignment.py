@@ -73,6 +73,9 @@ from a3d_mesh.metrics.alignment import (TemplateFit, classify, overlay_reference
                                         pair_alignment, shared_yaw_score)
 from a3d_mesh.toy.shapes import FAMILIES  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from alignment_report import MODES, aggregate, format_table, paired_line, sign_test, unit_summary  # noqa: E402,F401
+
 SETS: dict[str, tuple[str, ...]] = {
     "chair-bench": ("a red chair", "a blue bench"),
     "chair-stool": ("a green chair", "a yellow stool"),
@@ -80,7 +83,6 @@ SETS: dict[str, tuple[str, ...]] = {
     "chair-table": ("a blue chair", "a green table"),
     "chair-stool-table": ("a yellow chair", "a red stool", "a blue table"),
 }
-MODES = ("joint", "independent")
 _FIT_FIELDS = [f.name for f in dataclasses.fields(TemplateFit)]
 
 
@@ -198,104 +200,6 @@ def pairs_of(meshes: list[dict]) -> list[dict]:
                         "overlay": overlay_score(*geo[i], fa, *geo[j], fb) if both else math.nan,
                         "overlay_reference": overlay_reference(fa, fb)})
     return out
-
-
-def _mean(xs: list[float]) -> float:
-    xs = [x for x in xs if not math.isnan(x)]
-    return sum(xs) / len(xs) if xs else math.nan
-
-
-def unit_summary(rec: dict) -> dict:
-    """One (set, seed, mode) record -> its scalar metrics (NaN where nothing was measurable)."""
-    meshes, pairs = rec["meshes"], rec["pairs"]
-    clear = [p for p in pairs if not p["ambiguous"]]
-    amb = [p for p in pairs if p["ambiguous"]]
-    return {"fidelity": _mean([m["fidelity"] for m in meshes]),
-            "accuracy": _mean([float(m["correct"]) for m in meshes]),
-            "align_deg": _mean([p["error_deg"] for p in clear]),
-            "align_chance": _mean([p["error_deg"] / p["chance_deg"] for p in clear]),
-            "ambiguous": float(len(amb)), "align_amb_deg": _mean([p["error_deg"] for p in amb]),
-            "shared_yaw": _mean([p.get("shared_yaw", math.nan) for p in pairs]),
-            "overlay": _mean([p.get("overlay", math.nan) for p in pairs]),
-            "failed": float(rec["failed"]), "time_s": rec["time_s"]}
-
-
-def aggregate(records: list[dict]) -> dict[str, dict[str, tuple[float, float, int]]]:
-    """Per mode, per metric: (mean, sample std, number of units with a value) over (set, seed) units.
-    ``ambiguous`` and ``failed`` are totals (std 0), not means."""
-    out: dict[str, dict[str, tuple[float, float, int]]] = {}
-    for mode in MODES:
-        units = [unit_summary(r) for r in records if r["mode"] == mode]
-        if not units:
-            continue
-        out[mode] = {}
-        for key in units[0]:
-            xs = [u[key] for u in units if not math.isnan(u[key])]
-            if key in ("ambiguous", "failed"):
-                out[mode][key] = (float(sum(xs)), 0.0, len(xs))
-                continue
-            m = _mean(xs)
-            sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
-            out[mode][key] = (m, sd if xs else math.nan, len(xs))
-    return out
-
-
-def _pm(v: tuple[float, float, int], fmt: str = "{:.3f}") -> str:
-    m, sd, n = v
-    return "n/a" if n == 0 or math.isnan(m) else f"{fmt.format(m)} ± {fmt.format(sd)}"
-
-
-def format_table(records: list[dict]) -> str:
-    """The markdown tables: joint vs independent overall, then alignment per set."""
-    agg = aggregate(records)
-    units = {m: sum(1 for r in records if r["mode"] == m) for m in MODES}
-    lines = ["| mode | units | fidelity (chamfer) | class acc | align err (deg) | err / chance | "
-             "ambiguous pairs (their err, deg) | shared-yaw score | overlay score | failed runs | time (s) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for mode, a in agg.items():
-        lines.append(f"| {mode} | {units[mode]} | {_pm(a['fidelity'])} | {_pm(a['accuracy'], '{:.2f}')} | "
-                     f"{_pm(a['align_deg'], '{:.1f}')} | {_pm(a['align_chance'], '{:.2f}')} | "
-                     f"{int(a['ambiguous'][0])} ({_pm(a['align_amb_deg'], '{:.1f}')}) | {_pm(a['shared_yaw'], '{:.2f}')} | "
-                     f"{_pm(a['overlay'], '{:.2f}')} | {int(a['failed'][0])} | "
-                     f"{_pm(a['time_s'], '{:.0f}')} |")
-    lines += ["", "| set | period (deg) | joint align err (deg) | independent align err (deg) | ambiguous j / i | "
-              "overlay score j / i (templates) |", "|---|---|---|---|---|---|"]
-    for name in dict.fromkeys(r["set"] for r in records):
-        cells = []
-        for mode in MODES:
-            sub = [r for r in records if r["set"] == name and r["mode"] == mode]
-            cells.append(aggregate(sub).get(mode) if sub else None)
-        periods = sorted({p["period_deg"] for r in records if r["set"] == name for p in r["pairs"]})
-        err = [_pm(c["align_deg"], "{:.1f}") if c else "n/a" for c in cells]
-        amb = [str(int(c["ambiguous"][0])) if c else "-" for c in cells]
-        ov = [_pm(c["overlay"], "{:.2f}") if c else "n/a" for c in cells]
-        ref = _mean([p["overlay_reference"] for r in records if r["set"] == name for p in r["pairs"]
-                     if "overlay_reference" in p])
-        lines.append(f"| {name} | {', '.join(f'{p:g}' for p in periods) or '-'} | {err[0]} | {err[1]} | "
-                     f"{amb[0]} / {amb[1]} | {ov[0]} / {ov[1]} ({'n/a' if math.isnan(ref) else f'{ref:.2f}'}) |")
-    lines += ["", paired_line(records)]
-    return "\n".join(lines) + "\n"
-
-
-def sign_test(wins: int, n: int) -> float:
-    """One-sided sign test: the chance of ``wins`` or more of ``n`` paired units by coin flips."""
-    return sum(math.comb(n, k) for k in range(wins, n + 1)) / 2 ** n if n else math.nan
-
-
-def paired_line(records: list[dict]) -> str:
-    """How often the joint run of a (set, seed) scores below (better than) its independent runs,
-    with the one-sided sign test's p (no difference: each unit a coin flip)."""
-    units: dict[tuple[str, int], dict[str, dict]] = {}
-    for r in records:
-        units.setdefault((r["set"], r["seed"]), {})[r["mode"]] = unit_summary(r)
-    parts = []
-    for key, label in (("shared_yaw", "shared-yaw"), ("overlay", "overlay")):
-        both = [(u["joint"][key], u["independent"][key]) for u in units.values()
-                if len(u) == 2 and not (math.isnan(u["joint"][key]) or math.isnan(u["independent"][key]))]
-        wins = sum(j < i for j, i in both)
-        parts.append(f"{label} {wins} of {len(both)}" + (f" (sign test p = {sign_test(wins, len(both)):.3f})"
-                                                          if both else ""))
-    return "Units where the joint run scores below its independent runs: " + ", ".join(parts) + "."
 
 
 def plan_runs(args: argparse.Namespace) -> list[tuple[Path, tuple[str, ...], int]]:

@@ -32,8 +32,10 @@ from a3d_mesh.metrics.surface import sample_surface, surface_moments  # noqa: E4
 from a3d_mesh.train.guide import load_mesh  # noqa: E402
 from a3d_mesh.train.previews import labelled_grid, save_png  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from alignment_report import MODES, unit_summary  # noqa: E402
+
 COLOURS = [(214, 39, 40), (31, 119, 180), (44, 160, 44)]
-MODES = ("joint", "independent")
 
 
 def top_view(meshes: list[tuple[torch.Tensor, torch.Tensor]], size: int = 200, n_points: int = 3000) -> torch.Tensor:
@@ -52,18 +54,12 @@ def top_view(meshes: list[tuple[torch.Tensor, torch.Tensor]], size: int = 200, n
     return torch.from_numpy(np.asarray(img).copy()).float() / 255
 
 
-def _mean(xs: list[float]) -> float:
-    xs = [x for x in xs if x is not None and not math.isnan(x)]
-    return sum(xs) / len(xs) if xs else math.nan
-
-
 def label(name: str, seed: int, recs: dict[str, dict]) -> str:
-    """``set sN | joint sy S ov O | indep sy S ov O``: the mean shared-yaw and overlay scores."""
+    """``set sN | joint sy S ov O | indep sy S ov O``: each mode's mean shared-yaw and overlay scores."""
     parts = [f"{name} s{seed}"]
     for mode in MODES:
-        pairs = recs[mode]["pairs"] if mode in recs else []
-        parts.append(f"{mode[:5]} sy {_mean([p.get('shared_yaw', math.nan) for p in pairs]):.2f} "
-                     f"ov {_mean([p.get('overlay', math.nan) for p in pairs]):.2f}")
+        u = unit_summary(recs[mode]) if mode in recs else {"shared_yaw": math.nan, "overlay": math.nan}
+        parts.append(f"{mode[:5]} sy {u['shared_yaw']:.2f} ov {u['overlay']:.2f}")
     return " | ".join(parts)
 
 
