@@ -28,12 +28,12 @@ from PIL import Image, ImageDraw
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from a3d_mesh.metrics.surface import sample_surface, surface_moments  # noqa: E402
+from a3d_mesh.metrics.alignment import normalised_samples  # noqa: E402
 from a3d_mesh.train.guide import load_mesh  # noqa: E402
 from a3d_mesh.train.previews import labelled_grid, save_png  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from alignment_report import MODES, unit_summary  # noqa: E402
+from alignment_report import MODES, by_unit, unit_summary  # noqa: E402
 
 COLOURS = [(214, 39, 40), (31, 119, 180), (44, 160, 44)]
 
@@ -47,8 +47,7 @@ def top_view(meshes: list[tuple[torch.Tensor, torch.Tensor]], size: int = 200, n
     draw.line([(c0, 0), (c0, size)], fill=(225, 225, 225))
     draw.line([(0, c0), (size, c0)], fill=(225, 225, 225))
     for k, (v, f) in enumerate(meshes):
-        centre, rms = surface_moments(v, f)
-        p = (sample_surface(v.float(), f, n_points, seed=k) - centre.float()) / rms
+        p = normalised_samples(v, f, n_points, seed=k)
         for x, z in zip((c0 + s * p[:, 0]).tolist(), (c0 + s * p[:, 2]).tolist()):
             draw.point((round(x), round(z)), fill=COLOURS[k % len(COLOURS)])
     return torch.from_numpy(np.asarray(img).copy()).float() / 255
@@ -64,13 +63,10 @@ def label(name: str, seed: int, recs: dict[str, dict]) -> str:
 
 
 def page(records: list[dict], size: int = 200) -> np.ndarray:
-    """The labelled rows of every (set, seed) with both modes measured: [H, W, 3] uint8 (numpy)."""
-    units: dict[tuple[str, int], dict[str, dict]] = {}
-    for r in records:
-        units.setdefault((r["set"], r["seed"]), {})[r["mode"]] = r
+    """One labelled row per (set, seed): [H, W, 3] uint8 (numpy); a mode without meshes is blank."""
     rows, labels = [], []
     gap = torch.ones(size, 12, 3)
-    for (name, seed), recs in units.items():
+    for (name, seed), recs in by_unit(records).items():
         panels = []
         for mode in MODES:
             meshes = [load_mesh(Path(m["glb"])) for m in recs.get(mode, {}).get("meshes", []) if "glb" in m]

@@ -94,12 +94,18 @@ def sign_test(wins: int, n: int) -> float:
     return sum(math.comb(n, k) for k in range(wins, n + 1)) / 2 ** n if n else math.nan
 
 
+def by_unit(records: list[dict]) -> dict[tuple[str, int], dict[str, dict]]:
+    """Records grouped by (set, seed), then by mode, in first-seen order."""
+    units: dict[tuple[str, int], dict[str, dict]] = {}
+    for r in records:
+        units.setdefault((r["set"], r["seed"]), {})[r["mode"]] = r
+    return units
+
+
 def paired_line(records: list[dict]) -> str:
     """How often the joint run of a (set, seed) scores below (better than) its independent runs,
     with the one-sided sign test's p (no difference: each unit a coin flip)."""
-    units: dict[tuple[str, int], dict[str, dict]] = {}
-    for r in records:
-        units.setdefault((r["set"], r["seed"]), {})[r["mode"]] = unit_summary(r)
+    units = {k: {mode: unit_summary(r) for mode, r in recs.items()} for k, recs in by_unit(records).items()}
     parts = []
     for key, label in (("shared_yaw", "shared-yaw"), ("overlay", "overlay")):
         both = [(u["joint"][key], u["independent"][key]) for u in units.values()

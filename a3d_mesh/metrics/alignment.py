@@ -327,6 +327,14 @@ def shared_yaw_score(a: TemplateFit, b: TemplateFit) -> float:
     return yaw_excess(shared_yaw_curve(a, b), common_period(a.family, b.family))
 
 
+def normalised_samples(verts: torch.Tensor, faces: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """``n`` surface samples [n,3] of the mesh, centred on its area centroid and divided by its RMS
+    radius (:func:`a3d_mesh.metrics.surface.surface_moments`): invariant to the mesh's scale and
+    offset, turning with it. The frame of :func:`overlay_curve` (and of the benchmark's top views)."""
+    c, r = surface_moments(verts, faces)
+    return (sample_surface(verts.float(), faces, n, seed) - c.float()) / r
+
+
 def overlay_curve(verts_a: torch.Tensor, faces_a: torch.Tensor, verts_b: torch.Tensor, faces_b: torch.Tensor,
                   n_points: int = 600, yaw_step_deg: float = 5.0, seed: int = 0) -> torch.Tensor:
     """Chamfer distance of mesh a turned by ``delta`` onto mesh b, both moment-normalised: [K].
@@ -337,13 +345,9 @@ def overlay_curve(verts_a: torch.Tensor, faces_a: torch.Tensor, verts_b: torch.T
     the full circle; for two copies of one shape at yaws ``y_a`` and ``y_b`` the minimum is at
     ``delta = y_b - y_a``. No template is involved: the curve measures shared shape and frame.
     """
-    def normalised(v: torch.Tensor, f: torch.Tensor, s: int) -> torch.Tensor:
-        c, r = surface_moments(v, f)
-        return (sample_surface(v.float(), f, n_points, s) - c.float()) / r
-
     yaws = torch.arange(round(360.0 / yaw_step_deg), dtype=torch.float64) * yaw_step_deg
-    return _batched_chamfer(normalised(verts_b, faces_b, seed + 1),
-                            _rotated(normalised(verts_a, faces_a, seed), yaws)).double()
+    return _batched_chamfer(normalised_samples(verts_b, faces_b, n_points, seed + 1),
+                            _rotated(normalised_samples(verts_a, faces_a, n_points, seed), yaws)).double()
 
 
 def overlay_score(verts_a: torch.Tensor, faces_a: torch.Tensor, fam_a: str, verts_b: torch.Tensor,
