@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 MODES = ("joint", "independent")
+CROSSED = "independent-crossed"  # the independent runs paired across seeds (alignment.crossed_records)
 
 
 def _mean(xs: list[float]) -> float:
@@ -36,7 +37,7 @@ def aggregate(records: list[dict]) -> dict[str, dict[str, tuple[float, float, in
     """Per mode, per metric: (mean, sample std, number of units with a value) over (set, seed) units.
     ``ambiguous`` and ``failed`` are totals (std 0), not means."""
     out: dict[str, dict[str, tuple[float, float, int]]] = {}
-    for mode in MODES:
+    for mode in (*MODES, CROSSED):
         units = [unit_summary(r) for r in records if r["mode"] == mode]
         if not units:
             continue
@@ -60,7 +61,7 @@ def _pm(v: tuple[float, float, int], fmt: str = "{:.3f}") -> str:
 def format_table(records: list[dict]) -> str:
     """The markdown tables: joint vs independent overall, then alignment per set."""
     agg = aggregate(records)
-    units = {m: sum(1 for r in records if r["mode"] == m) for m in MODES}
+    units = {m: sum(1 for r in records if r["mode"] == m) for m in (*MODES, CROSSED)}
     lines = ["| mode | units | fidelity (chamfer) | class acc | align err (deg) | err / chance | "
              "ambiguous pairs (their err, deg) | shared-yaw score | overlay score | failed runs | time (s) |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -104,13 +105,19 @@ def by_unit(records: list[dict]) -> dict[tuple[str, int], dict[str, dict]]:
 
 def paired_line(records: list[dict]) -> str:
     """How often the joint run of a (set, seed) scores below (better than) its independent runs,
-    with the one-sided sign test's p (no difference: each unit a coin flip)."""
+    with the one-sided sign test's p (no difference: each unit a coin flip); a second sentence
+    against the independent runs paired across seeds where the records have them."""
     units = {k: {mode: unit_summary(r) for mode, r in recs.items()} for k, recs in by_unit(records).items()}
-    parts = []
-    for key, label in (("shared_yaw", "shared-yaw"), ("overlay", "overlay")):
-        both = [(u["joint"][key], u["independent"][key]) for u in units.values()
-                if len(u) == 2 and not (math.isnan(u["joint"][key]) or math.isnan(u["independent"][key]))]
-        wins = sum(j < i for j, i in both)
-        parts.append(f"{label} {wins} of {len(both)}" + (f" (sign test p = {sign_test(wins, len(both)):.3f})"
-                                                          if both else ""))
-    return "Units where the joint run scores below its independent runs: " + ", ".join(parts) + "."
+    lines = []
+    for base, label in (("independent", "its independent runs"), (CROSSED, "its independent runs paired across seeds")):
+        if base == CROSSED and not any(base in u for u in units.values()):
+            continue
+        parts = []
+        for key, name in (("shared_yaw", "shared-yaw"), ("overlay", "overlay")):
+            both = [(u["joint"][key], u[base][key]) for u in units.values()
+                    if "joint" in u and base in u and not (math.isnan(u["joint"][key]) or math.isnan(u[base][key]))]
+            wins = sum(j < i for j, i in both)
+            parts.append(f"{name} {wins} of {len(both)}" + (f" (sign test p = {sign_test(wins, len(both)):.3f})"
+                                                             if both else ""))
+        lines.append(f"Units where the joint run scores below {label}: " + ", ".join(parts) + ".")
+    return " ".join(lines)

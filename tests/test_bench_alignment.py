@@ -96,6 +96,37 @@ def test_records_without_curves_or_meshes_score_n_a_and_paired_counts() -> None:
     assert j["shared_yaw"][:2] == pytest.approx((0.1, 0.0)) and j["overlay"][0] == pytest.approx(0.9)
 
 
+def curved(name: str, family: str, yaw: float) -> dict:
+    """A mesh record whose template fit has a yaw curve with its one minimum at ``yaw`` (deg)."""
+    m = mesh(name, family, yaw)
+    yaws = [5.0 * k for k in range(72)]
+    m["fit"].update(yaws_deg=yaws, curve=[1.0 - math.cos(math.radians(y - yaw)) for y in yaws])
+    return m
+
+
+def test_crossed_baseline_pairs_independent_runs_across_seeds() -> None:
+    # Single runs land at their seed's yaw whatever the prompt: same-seed pairs look aligned
+    # (chair and bench at 10 deg at seed 0, at 100 deg at seed 1); across seeds they are 90 deg apart.
+    recs = [record("chair-bench", s, "independent", [curved("chair", "chair", y), curved("bench", "bench", y)])
+            for s, y in ((0, 10.0), (1, 100.0))]
+    recs += [record("chair-bench", s, "joint", [curved("chair", "chair", y), curved("bench", "bench", y + 5.0)])
+             for s, y in ((0, 40.0), (1, 200.0))]
+    crossed = bench.crossed_records(recs)
+    assert [(r["mode"], r["seed"], len(r["pairs"])) for r in crossed] == [("independent-crossed", 0, 1),
+                                                                          ("independent-crossed", 1, 1)]
+    assert all(r["pairs"][0]["shared_yaw"] < 0.05 for r in recs if r["mode"] == "independent")
+    # 90 deg apart on these curves: C(0) = 2 - 2 cos 45 deg over the mean 2 - 4 / pi.
+    expect = (2 - 2 * math.cos(math.radians(45))) / (2 - 4 / math.pi)
+    assert [r["pairs"][0]["shared_yaw"] for r in crossed] == pytest.approx([expect, expect], abs=0.03)
+    assert crossed[1]["meshes"] is recs[1]["meshes"]  # fidelity and time stay the independent ones
+    table = bench.format_table(recs + crossed)
+    assert "| independent-crossed | 2 |" in table
+    assert ("Units where the joint run scores below its independent runs: shared-yaw 0 of 2 (sign test p = 1.000)"
+            in table)
+    assert "below its independent runs paired across seeds: shared-yaw 2 of 2 (sign test p = 0.250)" in table
+    assert bench.crossed_records(recs[:1]) == []  # one seed: nothing to cross
+
+
 def test_empty_measurements_are_n_a_not_zero() -> None:
     recs = [record("s2", 0, "joint", [], failed=1)]
     a = bench.aggregate(recs)["joint"]
