@@ -86,8 +86,22 @@ def format_table(records: list[dict]) -> str:
                      if "overlay_reference" in p])
         lines.append(f"| {name} | {', '.join(f'{p:g}' for p in periods) or '-'} | {err[0]} | {err[1]} | "
                      f"{amb[0]} / {amb[1]} | {ov[0]} / {ov[1]} ({'n/a' if math.isnan(ref) else f'{ref:.2f}'}) |")
-    lines += ["", paired_line(records)]
+    lines += ["", paired_line(records), "", faithful_line(records)]
     return "\n".join(lines) + "\n"
+
+
+def faithful_line(records: list[dict]) -> str:
+    """The shared-yaw score over the pairs whose two meshes both fit their own family best, per
+    mode: the class frame where it is defined (a chair-like bench has no bench frame of its own;
+    the bench template fits the chair template 30 deg turned), pooled over pairs, not units."""
+    parts = []
+    for mode in (*MODES, CROSSED):
+        xs = [p["shared_yaw"] for r in records if r["mode"] == mode for p in r["pairs"]
+              if p["both_correct"] and not math.isnan(p.get("shared_yaw", math.nan))]
+        if any(r["mode"] == mode for r in records):
+            parts.append(f"{mode} {_mean(xs):.2f} over {len(xs)} pairs ({sum(x < 0.2 for x in xs)} under 0.2)"
+                         if xs else f"{mode} n/a (0 pairs)")
+    return "Shared-yaw score of the pairs whose meshes both fit their own family: " + ", ".join(parts) + "."
 
 
 def sign_test(wins: int, n: int) -> float:

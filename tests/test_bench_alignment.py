@@ -125,6 +125,13 @@ def test_crossed_baseline_pairs_independent_runs_across_seeds() -> None:
             in table)
     assert "below its independent runs paired across seeds: shared-yaw 2 of 2 (sign test p = 0.250)" in table
     assert bench.crossed_records(recs[:1]) == []  # one seed: nothing to cross
+    # The class frame where it is defined: only pairs whose meshes both fit their own family.
+    recs[3]["pairs"][0]["both_correct"] = False
+    line = bench.format_table(recs + crossed).strip().splitlines()[-1]
+    assert line.startswith("Shared-yaw score of the pairs whose meshes both fit their own family: joint ")
+    assert "over 1 pairs" in line and "independent 0.00 over 2 pairs (2 under 0.2)" in line
+    mean_crossed = sum(r["pairs"][0]["shared_yaw"] for r in crossed) / 2
+    assert f"independent-crossed {mean_crossed:.2f} over 2 pairs (0 under 0.2)" in line
 
 
 def test_empty_measurements_are_n_a_not_zero() -> None:
