@@ -56,12 +56,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import itertools
 import json
 import math
 import os
 import platform
 import shlex
-import itertools
 import subprocess
 import sys
 import time

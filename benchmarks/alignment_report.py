@@ -59,7 +59,8 @@ def _pm(v: tuple[float, float, int], fmt: str = "{:.3f}") -> str:
 
 
 def format_table(records: list[dict]) -> str:
-    """The markdown tables: joint vs independent overall, then alignment per set."""
+    """The markdown tables: each mode overall (joint, independent and, where present, independent
+    paired across seeds), then alignment per set; then the paired line and the faithful pairs' line."""
     agg = aggregate(records)
     units = {m: sum(1 for r in records if r["mode"] == m) for m in (*MODES, CROSSED)}
     lines = ["| mode | units | fidelity (chamfer) | class acc | align err (deg) | err / chance | "
