@@ -87,6 +87,7 @@ def test_records_without_curves_or_meshes_score_n_a_and_paired_counts() -> None:
             record("s1", 0, "independent", [mesh("chair", "chair", 0.0), mesh("bench", "bench", 90.0)])]
     assert math.isnan(recs[0]["pairs"][0]["shared_yaw"]) and math.isnan(recs[0]["pairs"][0]["overlay"])
     assert "shared-yaw 0 of 0, overlay 0 of 0" in bench.format_table(recs)
+    assert "own family: joint n/a (0 pairs), independent n/a (0 pairs)." in bench.format_table(recs)
     # Scores present: the joint unit counts as better where its mean score is lower.
     for r, (sy, ov) in zip(recs, [(0.1, 0.9), (0.8, 0.3)]):
         r["pairs"][0].update(shared_yaw=sy, overlay=ov)
