@@ -20,9 +20,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from a3d_mesh.guidance import load_components  # noqa: E402
+from a3d_mesh.guidance import encode_prompts, load_components  # noqa: E402
+from a3d_mesh.simplex import edge  # noqa: E402
 from a3d_mesh.toy.prior import sample  # noqa: E402
-from a3d_mesh.toy.scores import contexts  # noqa: E402
 from a3d_mesh.train.previews import labelled_grid, row, save_png  # noqa: E402
 
 WEIGHTS = (1.0, 0.75, 0.5, 0.25, 0.0)
@@ -30,13 +30,13 @@ WEIGHTS = (1.0, 0.75, 0.5, 0.25, 0.0)
 
 def mixture_rows(model: str, prompt_i: str, prompt_j: str, samples: int, seed: int, steps: int,
                  guidance_scale: float) -> list[torch.Tensor]:
-    """One strip ``[R, samples * R, 3]`` per weight in ``WEIGHTS``, each from the same noise."""
+    """One strip ``[R, samples * R, 3]`` per weight in ``WEIGHTS``, each from the same noise; the
+    embeddings of each code are mixed as in training (``PromptEmbeddings.mix`` of the edge code)."""
     comps = load_components(model, "cpu")
-    ctx = contexts(comps, [prompt_i, prompt_j])
-    uncond = ctx[2:3].expand(samples, -1, -1)
+    emb = encode_prompts(comps, [prompt_i, prompt_j])
     out = []
     for a in WEIGHTS:
-        cond = (a * ctx[0:1] + (1 - a) * ctx[1:2]).expand(samples, -1, -1)
+        cond, uncond = (e.expand(samples, -1, -1) for e in emb.mix(edge(0, 1, a, 2)))
         out.append(row(sample(comps.unet, cond, uncond, torch.Generator().manual_seed(seed), steps, guidance_scale)))
     return out
 
