@@ -11,6 +11,7 @@ import math
 
 MODES = ("joint", "independent")
 CROSSED = "independent-crossed"  # the independent runs paired across seeds (alignment.crossed_records)
+ROWS = (*MODES, CROSSED)  # the report's rows, in order; a mode without records is left out
 
 
 def _mean(xs: list[float]) -> float:
@@ -37,7 +38,7 @@ def aggregate(records: list[dict]) -> dict[str, dict[str, tuple[float, float, in
     """Per mode, per metric: (mean, sample std, number of units with a value) over (set, seed) units.
     ``ambiguous`` and ``failed`` are totals (std 0), not means."""
     out: dict[str, dict[str, tuple[float, float, int]]] = {}
-    for mode in (*MODES, CROSSED):
+    for mode in ROWS:
         units = [unit_summary(r) for r in records if r["mode"] == mode]
         if not units:
             continue
@@ -62,7 +63,7 @@ def format_table(records: list[dict]) -> str:
     """The markdown tables: each mode overall (joint, independent and, where present, independent
     paired across seeds), then alignment per set; then the paired line and the faithful pairs' line."""
     agg = aggregate(records)
-    units = {m: sum(1 for r in records if r["mode"] == m) for m in (*MODES, CROSSED)}
+    units = {m: sum(1 for r in records if r["mode"] == m) for m in ROWS}
     lines = ["| mode | units | fidelity (chamfer) | class acc | align err (deg) | err / chance | "
              "ambiguous pairs (their err, deg) | shared-yaw score | overlay score | failed runs | time (s) |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -96,7 +97,7 @@ def faithful_line(records: list[dict]) -> str:
     mode: the class frame where it is defined (a chair-like bench has no bench frame of its own;
     the bench template fits the chair template 30 deg turned), pooled over pairs, not units."""
     parts = []
-    for mode in (*MODES, CROSSED):
+    for mode in ROWS:
         xs = [p["shared_yaw"] for r in records if r["mode"] == mode for p in r["pairs"]
               if p["both_correct"] and not math.isnan(p.get("shared_yaw", math.nan))]
         if any(r["mode"] == mode for r in records):
