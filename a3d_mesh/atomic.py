@@ -4,11 +4,16 @@
 system, which is why the temp file lives next to the destination rather than in ``/tmp``. A
 failure at any point removes the temp file, so readers see either the old file or the new one,
 never a half-written one.
+
+A full disk is reported the same way whichever writer hit it: some (``torch.save``) wrap the
+``OSError`` in a ``RuntimeError``; :func:`atomic_path` re-raises those as ``OSError(ENOSPC)``
+naming the destination, which the CLI turns into one line.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -21,7 +26,8 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
 
     Use when a library (PIL, Blender, usd-core) insists on writing to a path itself. The temp
     name keeps the destination's suffix because some writers pick the format from it. Parent
-    directories are created. If the body raises, or leaves no file behind, ``dest`` is untouched.
+    directories are created. If the body raises, or leaves no file behind, ``dest`` is untouched;
+    a failure caused by a full disk surfaces as ``OSError(ENOSPC, ..., dest)``.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -33,9 +39,27 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
         if not tmp.exists() or tmp.stat().st_size == 0:
             raise OSError(f"writer produced no data for {dest}")
         os.replace(tmp, dest)
+    except Exception as e:
+        if is_disk_full(e):  # name the destination, not our temp file
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dest)) from e
+        raise
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` or an exception it was raised from or during is a full disk (ENOSPC, EDQUOT)."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def atomic_write_bytes(dest: str | Path, data: bytes) -> Path:

@@ -29,7 +29,8 @@ from typing import Any
 
 import torch
 
-from a3d_mesh.prompts import slugify
+from a3d_mesh.errors import A3DMeshError
+from a3d_mesh.prompts import RESERVED_NAMES, slugify
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 # Plain decimal numbers only: float() would also take 'nan', 'inf' and '1_0', none of which is a coordinate.
@@ -43,7 +44,7 @@ ALL_DISTANCE = 1.0e6
 REGION_FORMS = "x>v, x<v, y>v, y<v, z>v, z<v or box:x0,y0,z0,x1,y1,z1"
 
 
-class HybridError(ValueError):
+class HybridError(A3DMeshError, ValueError):
     """A hybrid spec or anchor file that cannot be used; the message is one line for the user."""
 
 
@@ -144,6 +145,8 @@ def _check_common(name: str, names: Sequence[str], blend: float, bound: float, w
         raise HybridError(f"{where}: bad hybrid name '{name}' (use a-z, 0-9, '_' and '-', starting with a letter or digit)")
     if name in names:
         raise HybridError(f"{where}: hybrid name '{name}' clashes with an asset of the set")
+    if name in RESERVED_NAMES:
+        raise HybridError(f"{where}: hybrid name '{name}' is reserved (previews/{name}.png is the set overview)")
     if not math.isfinite(blend) or blend < 0:
         raise HybridError(f"{where}: blend width must be a finite number >= 0, got {blend}")
     if not math.isfinite(bound) or bound <= 0:

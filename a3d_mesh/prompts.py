@@ -6,22 +6,31 @@ otherwise the name is a slug of the prompt. Each prompt's negative prompt is the
 prompt plus the *subjects* of the other prompts (the prompt without a leading article), so that
 object i is pushed away from looking like object j (method note, section 2); with
 ``negate_others=False`` (``guidance.negate_other_prompts: false``) it is the base negative alone.
+
+Names that would overwrite the run's own files are refused: :data:`RESERVED_NAMES` (``set``:
+``previews/set.png`` is the set overview), and two pairs of names whose transition previews
+(:func:`transition_file`) would share a file.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from a3d_mesh.errors import A3DMeshError
 
 MAX_PROMPTS = 16
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 # "name: prompt" only when the part before the colon looks like a name, so "a cat: sitting" is a prompt.
 _NAMED_RE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9_-]{0,63})\s*:\s*(.+?)\s*$")
 _ARTICLES = ("a ", "an ", "the ")
+# Asset and hybrid names that are file names of the run itself: previews/set.png is the set overview.
+RESERVED_NAMES = frozenset({"set"})
 
 
-class PromptError(ValueError):
+class PromptError(A3DMeshError, ValueError):
     """A prompt file that cannot be used; the message is one line for the user."""
 
 
@@ -47,6 +56,11 @@ class PromptSet:
     def to_text(self) -> str:
         """The set as a prompt file that parses back to the same names and prompts."""
         return "".join(f"{n}: {p}\n" for n, p in zip(self.names, self.prompts))
+
+
+def transition_file(a: str, b: str) -> str:
+    """File name of the preview sweeping from asset ``a`` to asset ``b``."""
+    return f"transition_{a}_{b}.gif"
 
 
 def slugify(text: str, max_len: int = 40) -> str:
@@ -93,12 +107,22 @@ def parse_prompts(text: str, base_negative: str = "", source: str = "prompt file
             name, prompt = slugify(line), line
         if name in names:
             raise PromptError(f"{source}:{lineno}: duplicate asset name '{name}' (name prompts with 'name: prompt')")
+        if name in RESERVED_NAMES:
+            raise PromptError(f"{source}:{lineno}: asset name '{name}' is reserved (previews/{name}.png is the set "
+                              f"overview); name the prompt with 'other_name: prompt'")
         names.append(name)
         prompts.append(prompt)
     if not prompts:
         raise PromptError(f"{source} has no prompts (one prompt per line; '#' starts a comment)")
     if len(prompts) > MAX_PROMPTS:
         raise PromptError(f"{source} has {len(prompts)} prompts; at most {MAX_PROMPTS} are supported in one set")
+    seen: dict[str, tuple[str, str]] = {}
+    for a, b in itertools.combinations(names, 2):  # e.g. (a, b_c) and (a_b, c): both transition_a_b_c.gif
+        f = transition_file(a, b)
+        if f in seen:
+            raise PromptError(f"{source}: asset names {'/'.join(seen[f])} and {a}/{b} would share the preview file "
+                              f"{f}; rename one of them")
+        seen[f] = (a, b)
     return PromptSet(names, prompts, negative_prompts(prompts, base_negative, negate_others))
 
 

@@ -1,0 +1,32 @@
+"""The errors a user can cause or meet, each with a one-line ``str()`` and the CLI's exit code.
+
+``exit_code``: 2 bad input (prompt file, flags, hybrid spec, run folder, checkpoint), 1 a failure
+while working (training collapsed). The CLI maps every :class:`A3DMeshError` with this code, so a new
+error needs no change there. Existing names (``PromptError``, ``HybridError``, ``RunError``) subclass it.
+"""
+
+from __future__ import annotations
+
+
+class A3DMeshError(Exception):
+    """Base of the one-line errors the CLI reports without a traceback."""
+
+    exit_code: int = 2
+
+
+class RunError(A3DMeshError, RuntimeError):
+    """A run folder that cannot be used (one-line message)."""
+
+
+class CheckpointError(RunError):
+    """A checkpoint that cannot be loaded: damaged, foreign objects, or another run's shapes."""
+
+
+class RunDirInUse(RunError):
+    """Another live a3d-mesh process holds the run folder's lock."""
+
+
+class TrainingFailed(RunError):
+    """Training ran but produced nothing usable (e.g. an empty surface): a failure, not bad input."""
+
+    exit_code = 1
