@@ -3,14 +3,16 @@ without touching the network."""
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 
 import pytest
 import torch
 
-from a3d_mesh.guidance import GuidanceModelError, load_components, resolve_dtype
-from a3d_mesh.guidance import loader
+from a3d_mesh.guidance import GuidanceModelError, ModelInputError, load_components, resolve_dtype
+from a3d_mesh.guidance import build_tiny_pipeline, loader, sources
+from a3d_mesh.guidance.tiny import model_index
 
 
 @pytest.fixture
@@ -56,6 +58,8 @@ def test_uncached_id_with_unreachable_hub(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_missing_folder_and_bad_id(tmp_path: Path, no_network: None) -> None:
     assert "does not exist" in _one_line_error(str(tmp_path / "nowhere" / "model"))
+    with pytest.raises(ModelInputError):  # bad input: the CLI exits with 2, not 1
+        load_components(str(tmp_path / "nowhere"), "cpu")
     assert "does not exist" in _one_line_error("./no/such/folder")
     assert "valid" in _one_line_error("not a model id!")
 
@@ -65,9 +69,11 @@ def test_folder_without_model_index(tmp_path: Path, no_network: None) -> None:
     assert "model_index.json" in _one_line_error(str(tmp_path))
 
 
-def test_broken_folder_is_reported_not_raised_raw(tmp_path: Path, no_network: None) -> None:
-    (tmp_path / "model_index.json").write_text("{}")
-    message = _one_line_error(str(tmp_path))
+def test_broken_weights_are_reported_not_raised_raw(tmp_path: Path, no_network: None) -> None:
+    # Configs that pass the kind check, weights that do not load: one line, not a traceback.
+    folder = build_tiny_pipeline(tmp_path / "pipe")
+    (folder / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"not safetensors")
+    message = _one_line_error(str(folder))
     assert "could not load" in message
 
 
@@ -90,10 +96,16 @@ def test_unwritable_tiny_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     assert "A3D_CACHE" in _one_line_error("tiny")
 
 
-def test_incomplete_cache_asks_hub_before_giving_up(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_incomplete_cache_asks_hub_before_giving_up(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # The cache holds the repo's model_index.json but none of its parts (an interrupted download).
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    snapshot = tmp_path / "snapshot"
+    snapshot.mkdir()
+    (snapshot / "model_index.json").write_text(json.dumps(model_index()))
     probes: list[float] = []
-    monkeypatch.setattr(loader, "_is_cached", lambda repo_id: True)
+    monkeypatch.setattr(sources, "cached_snapshot", lambda repo_id: snapshot)
     monkeypatch.setattr(loader, "hub_reachable", lambda timeout_s=0.0: probes.append(timeout_s) or False)
     message = _one_line_error("a3d-test-owner/no-such-model")
     assert len(probes) == 1 and "not (completely) in the local Hugging Face cache" in message
+    assert "hf download a3d-test-owner/no-such-model" in message
