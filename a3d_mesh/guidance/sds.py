@@ -2,7 +2,8 @@
 
 For renders at code ``u`` (latent ``z``, batch B), one call draws ``t`` and noise ``eps``, runs the
 frozen UNet on ``z_t = sqrt(a_t) z + sqrt(1 - a_t) eps`` with ``tau(u)`` and ``tau-(u)`` (one
-batched pass of 2B), forms ``eps_hat = eps_u + s (eps_c - eps_u)`` and returns the loss
+batched pass of 2B; with view-dependent prompting, each item's ``tau(u, view)``, see
+``guidance.views``), forms ``eps_hat = eps_u + s (eps_c - eps_u)`` and returns the loss
 ``0.5 * ||z - stopgrad(z - g)||^2 / B`` with ``g = w(t) (eps_hat - eps)``, whose gradient with
 respect to ``z`` is exactly ``g / B``. v-prediction models are converted to epsilon first.
 Non-finite gradients are zeroed (and reported), then optionally clamped elementwise.
@@ -193,6 +194,14 @@ class SDSGuidance:
             raise ValueError(f"SDS supports epsilon and v_prediction models, not {self.prediction_type!r}")
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
 
+    def camera_views(self, elevation: torch.Tensor, azimuth: torch.Tensor) -> torch.Tensor | None:
+        """The ``views`` argument for renders from cameras at ``elevation``/``azimuth`` ``[B]``
+        (degrees, our frame): ``[B]`` int64 on the model's device, or ``None`` when the
+        embeddings have a single view (view prompting off)."""
+        if self.embeddings.num_views == 1:
+            return None
+        return self.embeddings.view_index(elevation.to(self.device), azimuth.to(self.device))
+
     def timestep_range(self, progress: float) -> tuple[int, int]:
         """Inclusive integer ``(t_lo, t_hi)`` at ``progress`` in ``[0, 1]``."""
         return timestep_bounds(self.cfg.t_min, self.cfg.t_max, progress, self.num_train_timesteps)
@@ -214,9 +223,12 @@ class SDSGuidance:
         shift = getattr(vae.config, "shift_factor", None) or 0.0
         return ((z.float() - shift) * float(vae.config.scaling_factor)).float()
 
-    def _context(self, u: torch.Tensor, batch: int) -> torch.Tensor:
-        """``[2B, L, D]`` in the model dtype: tau(u) for the first B rows, tau-(u) for the rest."""
-        tau, tau_neg = self.embeddings.mix(u.to(self.device))
+    def _context(self, u: torch.Tensor, batch: int, views: torch.Tensor | None = None) -> torch.Tensor:
+        """``[2B, L, D]`` in the model dtype: tau(u, view_b) for the first B rows, tau-(u, view_b)
+        for the rest (``views`` ``[B]``; ``None``: view 0 for every item)."""
+        if views is not None and views.shape[0] != batch:
+            raise ValueError(f"{views.shape[0]} views for a batch of {batch}")
+        tau, tau_neg = self.embeddings.mix(u.to(self.device), views)
         if tau.dim() == 2:
             tau, tau_neg = tau.expand(batch, -1, -1), tau_neg.expand(batch, -1, -1)
         elif tau.shape[0] != batch:
@@ -224,12 +236,14 @@ class SDSGuidance:
         return torch.cat([tau, tau_neg]).to(self.components.dtype)
 
     @torch.no_grad()
-    def guided_epsilon(self, z_t: torch.Tensor, t: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """Classifier-free-guided epsilon ``[B, 4, h, w]`` float32 for noisy latents ``z_t`` at ``t``."""
+    def guided_epsilon(self, z_t: torch.Tensor, t: torch.Tensor, u: torch.Tensor,
+                       views: torch.Tensor | None = None) -> torch.Tensor:
+        """Classifier-free-guided epsilon ``[B, 4, h, w]`` float32 for noisy latents ``z_t`` at ``t``
+        (each item conditioned on its view's embeddings when ``views`` ``[B]`` is given)."""
         batch = z_t.shape[0]
         model_in = torch.cat([z_t, z_t]).to(self.components.dtype)
         out = self.components.unet(
-            model_in, torch.cat([t, t]), encoder_hidden_states=self._context(u, batch), return_dict=False
+            model_in, torch.cat([t, t]), encoder_hidden_states=self._context(u, batch, views), return_dict=False
         )[0].float()
         if self.prediction_type == "v_prediction":
             alpha_bar = self.alphas_cumprod[torch.cat([t, t])].view(-1, 1, 1, 1)
@@ -243,6 +257,7 @@ class SDSGuidance:
         u: torch.Tensor,
         progress: float,
         generator: torch.Generator | None = None,
+        views: torch.Tensor | None = None,
     ) -> SDSOutput:
         """SDS loss of a batch of renders at code ``u``.
 
@@ -252,6 +267,8 @@ class SDSGuidance:
             u: ``[K]`` simplex code shared by the batch (or ``[B, K]``, one per item).
             progress: stage progress in ``[0, 1]`` (drives the t-range schedules).
             generator: RNG for t, noise and VAE sampling; defaults to the internal seeded one.
+            views: ``[B]`` int64 view of each render (``embeddings.view_index`` of its camera),
+                selecting its view-dependent prompt embeddings; ``None``: view 0 for all.
 
         Returns:
             ``SDSOutput`` (loss to backpropagate, diagnostics).
@@ -271,7 +288,7 @@ class SDSGuidance:
         alpha_bar = self.alphas_cumprod[t].view(-1, 1, 1, 1)
         z_t = alpha_bar.sqrt() * latents.detach() + (1.0 - alpha_bar).sqrt() * noise
         w = sds_weight(self.alphas_cumprod, t, self.cfg.weighting)
-        raw = w.view(-1, 1, 1, 1) * (self.guided_epsilon(z_t, t, u) - noise)
+        raw = w.view(-1, 1, 1, 1) * (self.guided_epsilon(z_t, t, u, views) - noise)
         # One host sync for both diagnostics; the guard itself stays on the device.
         finite = torch.isfinite(raw).all()
         grad = torch.where(finite, raw, torch.zeros_like(raw))

@@ -11,7 +11,8 @@ The mixed prompt. The diffusion model takes one text condition per image, so a p
 cannot be honoured pixel by pixel; the condition has to be one code ``u_bar`` for the whole
 hybrid. We use the hybrid's *volume share*: ``u_bar = mean of u(x) over the grid vertices inside
 the untuned hybrid`` (``sdf < 0``), and condition SDS on ``tau(u_bar)``, the text embeddings mixed
-by that share. Why this and not the alternatives:
+by that share (per camera view, ``tau(u_bar, view)``, when the run uses view-dependent prompting).
+Why this and not the alternatives:
 
 - It is exactly the A3D conditioning the shared model was trained with at interior codes
   (``tau(u) = sum_k u_k cond_k``), so the fine-tune asks for "a thing that is this much of each
@@ -107,7 +108,8 @@ class FinetuneStage:
         else:
             out = render_mesh(verts, faces, cams, c.resolution, color_fn=lambda p: m.color(p, self.u(p))[1],
                               light_dir=light, background=bg)
-            res = self.sds(out.rgb, self.mix, i / max(self.total_steps, 1), generator=g)
+            views = self.sds.camera_views(cams.elevation, cams.azimuth)  # the view word of each camera
+            res = self.sds(out.rgb, self.mix, i / max(self.total_steps, 1), generator=g, views=views)
             loss, logs = res.loss, {"sds": float(res.loss.detach()), "grad": float(res.grad_norm)}
         loss = add_regularisers(loss, c, sdf, m.dmtet.edges, (verts, faces) if faces.shape[0] else None)
         optimise(self.opt, loss)
@@ -141,7 +143,7 @@ def finetune_hybrids(ts: "TrainedSet", specs: Sequence[HybridSpec], steps: int,
 
     progress.message(f"[finetune] loading {ts.cfg.guidance.model} on {ts.device}")
     comps = load_components(ts.cfg.guidance.model, ts.device)
-    emb = encode_prompts(comps, ts.prompts.prompts, ts.prompts.negatives)
+    emb = encode_prompts(comps, ts.prompts.prompts, ts.prompts.negatives, ts.cfg.guidance.view_prompts)
     out = []
     for spec in specs:
         mix = volume_share(ts, code_field(spec, ts.n))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -22,6 +22,9 @@ from a3d_mesh.cameras import Cameras
 from a3d_mesh.prompts import PromptSet
 from a3d_mesh.render.shading import MeshRender, render_mesh
 from a3d_mesh.simplex import CodeSample
+
+if TYPE_CHECKING:  # the guidance package is only needed for the type here
+    from a3d_mesh.guidance import SDSGuidance
 
 
 @dataclass
@@ -50,16 +53,18 @@ class Guide(Protocol):
 
 
 class SDSGuide:
-    """Score distillation from a diffusers prior (see :mod:`a3d_mesh.guidance`)."""
+    """Score distillation from a diffusers prior (see :mod:`a3d_mesh.guidance`); with view-dependent
+    prompting each render is scored against its own camera's view prompt."""
 
-    def __init__(self, sds: object) -> None:
+    def __init__(self, sds: "SDSGuidance") -> None:
         self.sds = sds
 
     def flat_background(self, code: CodeSample) -> bool:
         return False
 
     def __call__(self, r: StepRender, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-        out = self.sds(r.rgb, r.code.u.to(r.rgb.device), r.progress, generator=generator)
+        views = self.sds.camera_views(r.cams.elevation, r.cams.azimuth)
+        out = self.sds(r.rgb, r.code.u.to(r.rgb.device), r.progress, generator=generator, views=views)
         return out.loss, {"sds": float(out.loss.detach()), "grad": float(out.grad_norm)}
 
 
