@@ -3,8 +3,9 @@
 Both backends share one flat parameter vector ``params`` in tiny-cuda-nn's layout (see
 :mod:`hashgrid_layout`), so a state dict trained with one loads into the other and gives the same
 features. Backend choice happens per call: ``"auto"`` uses tinycudann when it imports, the input is
-on a CUDA device and ``A3D_NO_TCNN`` is not set; everything else (CPU tensors included) takes the
-torch path, which is the reference.
+on a CUDA device, ``A3D_NO_TCNN`` is not set and :func:`disable_tcnn` was not called (the preflight
+calls it when tinycudann fails or disagrees with the torch path); everything else (CPU tensors
+included) takes the torch path, which is the reference.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from .hashgrid_torch import hash_grid_encode
 
 BACKENDS = ("auto", "torch", "tcnn")
 _NO_TCNN_ENV = "A3D_NO_TCNN"
+_TCNN_IMPORT_ERROR: str | None = None
+_TCNN_DISABLED: str | None = None
 
 
 def tcnn_disabled_by_env() -> bool:
@@ -34,12 +37,32 @@ def import_tcnn() -> Any | None:
 
     Cached: a failed import is not retried on every forward call.
     """
+    global _TCNN_IMPORT_ERROR
     try:
         import tinycudann  # noqa: PLC0415  (optional CUDA dependency, imported lazily on purpose)
-    except (ImportError, OSError, RuntimeError):
-        # tinycudann raises EnvironmentError (OSError) at import when torch has no CUDA device.
+    except Exception as exc:  # noqa: BLE001 - any import failure means "not available"
+        # tinycudann raises EnvironmentError (OSError) at import when torch has no CUDA device; a
+        # build for another torch raises ImportError, AttributeError, ...
+        _TCNN_IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
         return None
     return tinycudann
+
+
+def tcnn_import_error() -> str | None:
+    """Why ``tinycudann`` did not import (``"Type: message"``), or None (after :func:`import_tcnn`)."""
+    return _TCNN_IMPORT_ERROR
+
+
+def disable_tcnn(reason: str) -> None:
+    """Switch tinycudann off for ``"auto"`` grids for the rest of the process (they take the torch
+    path). ``reason`` is one line, shown by :func:`tcnn_disabled` and in the preflight report."""
+    global _TCNN_DISABLED
+    _TCNN_DISABLED = reason or "disabled"
+
+
+def tcnn_disabled() -> str | None:
+    """The reason given to :func:`disable_tcnn`, or None while tinycudann may be used."""
+    return _TCNN_DISABLED
 
 
 def init_params(count: int, seed: int | None = None, device: torch.device | str | None = None) -> torch.Tensor:
@@ -94,10 +117,11 @@ class HashGrid(nn.Module):
         self._tcnn_holder: list[Any] = []
 
     def uses_tcnn(self, x: torch.Tensor) -> bool:
-        """Whether a call with input ``x`` runs on tinycudann (``A3D_NO_TCNN`` only affects "auto")."""
+        """Whether a call with input ``x`` runs on tinycudann (``A3D_NO_TCNN`` and :func:`disable_tcnn`
+        only affect "auto")."""
         if self.backend == "torch" or not x.is_cuda:
             return False
-        if self.backend == "auto" and tcnn_disabled_by_env():
+        if self.backend == "auto" and (tcnn_disabled_by_env() or _TCNN_DISABLED is not None):
             return False
         return import_tcnn() is not None
 

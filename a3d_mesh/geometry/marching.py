@@ -102,12 +102,32 @@ def _marching_torch(verts: torch.Tensor, tets: torch.Tensor, sdf: torch.Tensor, 
     return out_verts, faces, tet_idx
 
 
-def _kaolin_available() -> bool:
+_KAOLIN_DISABLED: str | None = None
+
+
+def kaolin_import_error() -> str | None:
+    """Why ``kaolin.ops.conversions`` does not import (``"Type: message"``), or None when it does."""
     try:
         import kaolin.ops.conversions  # noqa: F401
-    except Exception:  # ImportError, or a kaolin built against another torch/CUDA
-        return False
-    return True
+    except Exception as exc:  # ImportError, or a kaolin built against another torch/CUDA
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _kaolin_available() -> bool:
+    return _KAOLIN_DISABLED is None and kaolin_import_error() is None
+
+
+def disable_kaolin(reason: str) -> None:
+    """Switch kaolin off for ``backend="auto"`` for the rest of the process (the torch path runs).
+    ``reason`` is one line, shown by :func:`kaolin_disabled` and in the preflight report."""
+    global _KAOLIN_DISABLED
+    _KAOLIN_DISABLED = reason or "disabled"
+
+
+def kaolin_disabled() -> str | None:
+    """The reason given to :func:`disable_kaolin`, or None while kaolin may be used."""
+    return _KAOLIN_DISABLED
 
 
 def _marching_kaolin(verts: torch.Tensor, tets: torch.Tensor, sdf: torch.Tensor, return_tet_idx: bool
@@ -132,7 +152,8 @@ def marching_tets(verts: torch.Tensor, tets: torch.Tensor, sdf: torch.Tensor, re
         tets: [T, 4] int64 vertex indices, positively oriented for outward faces.
         sdf: [V] float, negative inside / positive outside (``sdf > 0`` is kaolin's "occupied").
         return_tet_idx: also return the source tetrahedron of every face.
-        backend: ``"auto"`` (kaolin when it imports and the tensors are on CUDA), ``"cuda"``
+        backend: ``"auto"`` (kaolin when it imports, is not disabled (:func:`disable_kaolin`) and
+            the tensors are on CUDA), ``"cuda"``
             (kaolin, required), or ``"cpu"`` (the pure-torch reference, any device).
 
     Returns:

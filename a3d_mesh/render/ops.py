@@ -6,7 +6,9 @@ Backends (``backend=`` on every op):
   per device, cached). Requires CUDA tensors.
 * ``"cpu"``: this package's torch implementation. It runs on any device (CPU in CI); only the
   visibility pass leaves the device.
-* ``"auto"``: ``"cuda"`` when nvdiffrast imports and the inputs are CUDA tensors, else ``"cpu"``.
+* ``"auto"``: ``"cuda"`` when nvdiffrast imports, was not switched off (``_nvdr.disable``, which
+  the preflight calls when it fails or disagrees with the CPU path) and the inputs are CUDA
+  tensors, else ``"cpu"``.
 
 CPU design. Rasterisation is split into (1) *visibility*, which triangle is nearest at each
 pixel centre, a discrete, non-differentiable question answered by a fast engine, and (2) the
