@@ -119,10 +119,16 @@ def bench_config(args: argparse.Namespace) -> RunConfig:
     return dataclasses.replace(cfg, refine=refine, camera=camera)
 
 
-def build_stage(cfg: RunConfig, n_objects: int, device: torch.device) -> RefineStage:
-    """A ``RefineStage`` wired as ``train.pipeline.train`` wires it, its grid fitted to the NeRF blob."""
-    comps = random_sd21(device, cfg.seed)
-    guide = SDSGuide(SDSGuidance(comps, random_embeddings(n_objects, cfg.seed), cfg.refine.sds, seed=cfg.seed + 1))
+def build_stage(cfg: RunConfig, n_objects: int, device: torch.device, components: SDComponents | None = None,
+                embeddings: PromptEmbeddings | None = None) -> RefineStage:
+    """A ``RefineStage`` wired as ``train.pipeline.train`` wires it, its grid fitted to the NeRF blob.
+
+    ``components`` / ``embeddings`` default to :func:`random_sd21` / :func:`random_embeddings`;
+    ``benchmarks/gpu_check.py`` passes a small loaded pipeline and its encoded prompts on CPU.
+    """
+    comps = components if components is not None else random_sd21(device, cfg.seed)
+    emb = embeddings if embeddings is not None else random_embeddings(n_objects, cfg.seed)
+    guide = SDSGuide(SDSGuidance(comps, emb, cfg.refine.sds, seed=cfg.seed + 1))
     torch.manual_seed(cfg.seed)
     c = cfg.coarse
     color = NeRFField(n_objects, c.grid, hidden=c.hidden, bound=cfg.bound, blob_density=c.blob_density,
@@ -347,6 +353,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def measure(stage: RefineStage, warmup: int, steps: int, device: torch.device
+            ) -> tuple[list[dict[str, float]], list[float]]:
+    """``warmup`` untimed steps, then ``steps`` plain and ``steps`` instrumented ones, alternating.
+
+    Returns the instrumented rows (``timed_step``) and the plain step times (s). On CUDA the peak
+    memory statistics are reset after the warm-up (``peak_memory_gib`` then covers the timed steps).
+    """
+    timeline = Timeline(device)
+    i = 0
+    for _ in range(warmup):
+        stage.step(i)
+        i += 1
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    plain: list[float] = []
+    rows: list[dict[str, float]] = []
+    for _ in range(steps):
+        # Plain and instrumented steps alternate, so a change in machine load hits both alike.
+        plain.append(plain_step(stage, i, timeline))
+        remove = instrument(stage, timeline)
+        try:
+            rows.append(timed_step(stage, i + 1, timeline))
+        finally:
+            remove()
+        i += 2
+    return rows, plain
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     device = torch.device(args.device)
@@ -356,24 +390,7 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     stage = build_stage(bench_config(args), args.objects, device)
     print(f"setup (random SD 2.1 + grid fit) {time.perf_counter() - t0:.1f} s", flush=True)
-    timeline = Timeline(device)
-    i = 0
-    for _ in range(args.warmup):
-        stage.step(i)
-        i += 1
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    plain: list[float] = []
-    rows: list[dict[str, float]] = []
-    for _ in range(args.steps):
-        # Plain and instrumented steps alternate, so a change in machine load hits both alike.
-        plain.append(plain_step(stage, i, timeline))
-        remove = instrument(stage, timeline)
-        try:
-            rows.append(timed_step(stage, i + 1, timeline))
-        finally:
-            remove()
-        i += 2
+    rows, plain = measure(stage, args.warmup, args.steps, device)
     report(rows, plain, device)
     if min(r["faces"] for r in rows) == 0:
         raise SystemExit("some timed steps had an empty mesh (no render, no SDS): the split above is not "
