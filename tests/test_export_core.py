@@ -11,7 +11,8 @@ import trimesh
 from a3d_mesh.export import ExportError, SetTransform, clean_mesh, set_transform, unwrap
 from a3d_mesh.export import uv as uv_mod
 from a3d_mesh.atomic import atomic_path, atomic_write_bytes
-from a3d_mesh.export.uv import per_triangle_atlas
+from a3d_mesh.export.uv import atlas_utilisation, default_padding, per_triangle_atlas, texels_per_unit
+from test_export_cleanup import bench_export
 
 
 def sphere(subdiv: int = 2) -> tuple[np.ndarray, np.ndarray]:
@@ -197,3 +198,29 @@ def test_per_triangle_atlas_cells_do_not_overlap() -> None:
     e1, e2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
     area = 0.5 * np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0])
     assert area.min() > 0
+
+
+# ---------------------------------------------------------------- atlas utilisation
+def test_atlas_utilisation_and_density_of_a_known_layout() -> None:
+    """Two triangles filling the lower-left quarter: 25 % of the texels, and a 2 x 2 m quad
+    mapped onto half the texture's side gets resolution / 4 texels per metre."""
+    uv = np.array([[0, 0], [0.5, 0], [0.5, 0.5], [0, 0.5]], np.float32)
+    faces = np.array([[0, 1, 2], [0, 2, 3]])
+    assert atlas_utilisation(uv, faces, 64) == pytest.approx(0.25)
+    quad = np.array([[0, 0, 0], [2, 0, 0], [2, 2, 0], [0, 2, 0]], np.float32)
+    assert texels_per_unit(quad, faces, uv, 1024) == pytest.approx(256.0)
+
+
+def test_padding_scales_with_resolution() -> None:
+    assert [default_padding(s) for s in (64, 256, 1024, 2048, 4096)] == [1, 1, 2, 4, 8]
+
+
+def test_unwrap_covers_most_texels_of_a_marching_tets_mesh() -> None:
+    """The toy chair re-meshed by marching tets on the toy preset's grid, at the default texture
+    size: the atlas covers >= 60 % of the texels (67 %; it was 52 % with a bilinear ring, 4-texel
+    padding and no brute-force packing)."""
+    v, f = bench_export.toy_marching_mesh("chair", grid=40)
+    res = unwrap(v, f, timeout_s=60)
+    assert res.method == "xatlas"
+    check_uv_result(res, f.shape[0])
+    assert atlas_utilisation(res.uv, res.faces, 1024) >= 0.6

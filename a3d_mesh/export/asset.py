@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .bake import bake_texture, texture_png_bytes, vertex_normals
-from .cleanup import apply_face_budget, clean_mesh
+from .cleanup import MIN_COMPONENT_AREA, apply_face_budget, clean_mesh
 from .errors import ExportError
 from .fbx import find_blender, write_fbx
 from .frame import IDENTITY, ArrayLike, SetTransform
@@ -97,6 +97,7 @@ def export_asset(
     transform: SetTransform | None = None,
     uv_timeout_s: float = 120.0,
     normal_map: bool = False,
+    min_component_area: float = MIN_COMPONENT_AREA,
 ) -> dict[str, Any]:
     """Clean, unwrap, bake and write one asset; return its manifest record.
 
@@ -117,6 +118,9 @@ def export_asset(
         normal_map: also bake a tangent-space normal map from the cleaned full-resolution mesh
             (worth it when the face budget or the xatlas retry decimated the mesh); written to
             GLB (with tangents), OBJ (``map_Bump``), USDZ and, through the GLB, FBX.
+        min_component_area: cleanup drops connected components whose area is below this
+            fraction of the largest component's (0 keeps all); the removed ones are listed in
+            ``cleanup["components"]``.
 
     Returns:
         ``{"name", "files": {format: path relative to out_dir}, "sha256": {relative path: hex},
@@ -141,7 +145,7 @@ def export_asset(
     device = verts.device if isinstance(verts, torch.Tensor) else torch.device("cpu")
     transform = transform or IDENTITY
 
-    high_v, high_f, report = clean_mesh(verts, faces)
+    high_v, high_f, report = clean_mesh(verts, faces, min_component_area=min_component_area)
     v, f = apply_face_budget(high_v, high_f, target_faces, report)
     uvr = unwrap(v, f, timeout_s=uv_timeout_s, texture_size=texture_size)
     texture = bake_texture(uvr.verts, uvr.faces, uvr.uv, color_fn or _constant_color, texture_size, device=device)

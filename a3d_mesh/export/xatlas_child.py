@@ -5,7 +5,8 @@ rest of the package: it starts fast, and if xatlas crashes (it can segfault on s
 high-resolution meshes) only this process dies.
 
 IN.npz holds ``verts [V,3] float32``, ``faces [F,3] uint32``, ``resolution`` and ``padding``
-(texels) and ``max_chart_area`` (world units squared, 0 = unlimited). OUT.npz receives
+(texels), ``max_chart_area`` (world units squared, 0 = unlimited) and, optionally,
+``brute_force`` (bool, default false). OUT.npz receives
 ``vmapping [V'] uint32`` (index of the input vertex each output vertex copies),
 ``faces [F,3] uint32`` and ``uv [V',2] float32`` in [0, 1].
 """
@@ -18,7 +19,8 @@ import numpy as np
 
 
 def parametrize(
-    verts: np.ndarray, faces: np.ndarray, resolution: int, padding: int, max_chart_area: float
+    verts: np.ndarray, faces: np.ndarray, resolution: int, padding: int, max_chart_area: float,
+    brute_force: bool = False,
 ) -> tuple[np.ndarray, ...]:
     """Run xatlas chart generation and packing; return ``(vmapping, faces, uv)``."""
     import xatlas
@@ -32,8 +34,10 @@ def parametrize(
     pack = xatlas.PackOptions()
     pack.resolution = int(resolution)
     pack.padding = int(padding)
-    # Bilinear-aware packing leaves room for the filter footprint between charts.
-    pack.bilinear = True
+    # No extra bilinear ring around each chart: the padding already is the gutter (scaled to the
+    # resolution by the parent) and the bake dilates colour into it; the ring only cost texels.
+    pack.bilinear = False
+    pack.bruteForce = bool(brute_force)
     atlas.generate(chart_options=charts, pack_options=pack)
     if atlas.atlas_count != 1:
         # Several atlases would share the [0, 1] UV square and overlap: let the parent fall back.
@@ -52,6 +56,7 @@ def main(argv: list[str]) -> int:
         int(job["resolution"]),
         int(job["padding"]),
         float(job["max_chart_area"]),
+        bool(job["brute_force"]) if "brute_force" in job.files else False,
     )
     with open(dst, "wb") as fh:
         np.savez(fh, vmapping=vmapping, faces=faces, uv=uv)
