@@ -21,21 +21,19 @@ from a3d_mesh.cameras import orbit_cameras
 from a3d_mesh.config import ConfigError, RunConfig, load_config
 from a3d_mesh.export import SetTransform, export_asset, set_transform
 from a3d_mesh.atomic import atomic_write_text
+from a3d_mesh.errors import RunError, TrainingFailed
 from a3d_mesh.fields import NeRFField
 from a3d_mesh.geometry import DMTetField
 from a3d_mesh.hybrid import HybridSpec, code_field
-from a3d_mesh.prompts import PromptSet, load_prompts
+from a3d_mesh.preflight import preflight
+from a3d_mesh.prompts import PromptSet, load_prompts, transition_file
 from a3d_mesh.render.shading import render_mesh
 from a3d_mesh.simplex import corner, sweep
 from a3d_mesh.train.coarse import nerf_field
-from a3d_mesh.train.loop import Progress, load_checkpoint
+from a3d_mesh.train.loop import Progress, load_checkpoint, restore
 from a3d_mesh.train.previews import headlight, labelled_grid, row, save_gif, save_png
 
 Code = torch.Tensor | Callable[[torch.Tensor], torch.Tensor]  # [K] or u(x): points [N,3] -> [N,K]
-
-
-class RunError(RuntimeError):
-    """A run folder that cannot be used (one-line message)."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -90,18 +88,29 @@ class TrainedSet:
         g = cfg.guidance
         prompts = load_prompts(run_dir / "prompts.txt", g.negative_prompt, g.negate_other_prompts)
         dev = resolve_device(device or cfg.device)
-        return cls._build(cfg, prompts, load_checkpoint(ckpt)["stage"], dev)
+        # export / hybrid rasterise too: a broken accelerator is switched off here, not mid-export.
+        preflight(dev, strict=cfg.strict_backends)
+        return cls._build(cfg, prompts, load_checkpoint(ckpt)["stage"], dev, source=ckpt)
 
     @classmethod
-    def _build(cls, cfg: RunConfig, prompts: PromptSet, state: dict[str, Any], device: torch.device) -> "TrainedSet":
-        """Fresh fields of the run's architecture holding ``state`` (``{"dmtet": ..., "color": ...}``)."""
+    def _build(cls, cfg: RunConfig, prompts: PromptSet, state: dict[str, Any], device: torch.device,
+               source: Path | None = None) -> "TrainedSet":
+        """Fresh fields of the run's architecture holding ``state`` (``{"dmtet": ..., "color": ...}``);
+        ``source``: the checkpoint it was read from, named if the state does not fit."""
         n = len(prompts)
         with torch.random.fork_rng(devices=[]):  # the init is overwritten: keep the caller's RNG stream
             torch.manual_seed(0)
             dmtet = DMTetField(n, cfg.refine.tet_resolution, cfg.refine.grid, hidden=cfg.refine.hidden, bound=cfg.bound)
             color = nerf_field(cfg, n)
-        dmtet.load_state_dict(state["dmtet"])
-        color.load_state_dict(state["color"])
+
+        def apply() -> None:
+            dmtet.load_state_dict(state["dmtet"])
+            color.load_state_dict(state["color"])
+
+        if source is None:
+            apply()
+        else:
+            restore(source, apply)
         return cls(cfg, prompts, dmtet.to(device).eval(), color.to(device).eval(), device)
 
     def copy(self) -> "TrainedSet":
@@ -166,7 +175,7 @@ def write_previews(ts: TrainedSet, out_dir: Path, extras: Sequence[Extra] = (), 
     pairs = list(itertools.combinations(range(ts.n), 2))
     for i, j in pairs[: max(ts.n, 3)]:  # all pairs for small sets, a chain's worth for large ones
         frames = [render_views(ts, u.to(ts.device), 1, p.resolution)[0] for u in sweep(i, j, ts.n, p.sweep_frames)]
-        name = f"transition_{ts.prompts.names[i]}_{ts.prompts.names[j]}.gif"
+        name = transition_file(ts.prompts.names[i], ts.prompts.names[j])
         files.append(save_gif(out_dir / name, frames).name)
     return files
 
@@ -195,7 +204,7 @@ def export_set(ts: TrainedSet, out_dir: Path, formats: list[str] | None = None, 
     meshes = {x.name: (x.model or ts).mesh(x.code) for x in objects + list(extra)}
     empty = [n for n, (_, f) in meshes.items() if f.shape[0] == 0]
     if empty:
-        raise RunError(f"asset '{empty[0]}' has an empty surface; nothing to export (train longer or check the prompts)")
+        raise TrainingFailed(f"asset '{empty[0]}' has an empty surface; nothing to export (train longer or check the prompts)")
     if transform is None:  # from the set's own objects, never from a fine-tuned copy
         transform = set_transform([meshes[x.name][0].cpu().numpy() for x in objects], height_m=e.height_m)
     records = []
@@ -204,7 +213,8 @@ def export_set(ts: TrainedSet, out_dir: Path, formats: list[str] | None = None, 
         log(f"[export] {x.name}: {f.shape[0]} faces -> {', '.join(formats)}")
         rec = export_asset(x.name, v.cpu(), f.cpu(), (x.model or ts).color_fn(x.code), out_dir, formats=formats,
                            texture_size=texture_size or e.texture_size, target_faces=target_faces or e.target_faces,
-                           transform=transform, uv_timeout_s=e.uv_timeout_s)
+                           transform=transform, uv_timeout_s=e.uv_timeout_s,
+                           min_component_area=e.min_component_area)
         records.append({**x.info, **rec})
     return records
 

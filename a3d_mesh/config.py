@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import re
 import types
 import typing
@@ -21,12 +22,15 @@ from typing import Any, Literal
 import yaml
 
 from a3d_mesh.cameras import CameraConfig
+from a3d_mesh.config_ranges import first_problem
+from a3d_mesh.errors import A3DMeshError
 from a3d_mesh.fields import HashGridConfig
 from a3d_mesh.guidance import SDSConfig
+from a3d_mesh.guidance.views import ViewPromptConfig
 from a3d_mesh.simplex import CodeSamplingConfig
 
 
-class ConfigError(ValueError):
+class ConfigError(A3DMeshError, ValueError):
     """A preset or override that does not fit the typed configuration (one-line message)."""
 
 
@@ -35,14 +39,19 @@ class GuidanceConfig:
     """Where gradients come from: a diffusion prior (SDS) or known target meshes (``images``)."""
 
     kind: Literal["sds", "images"] = "sds"
-    # Hub id, local diffusers folder, or "tiny" (the bundled random-weight test pipeline).
-    model: str = "stabilityai/stable-diffusion-2-1-base"
+    # A known prior ("sd-2.1-base": SD 2.1 base from the first of its hub mirrors in the local cache,
+    # see a3d_mesh/guidance/sources.py), a hub id, a local diffusers folder, "toy" or "tiny".
+    model: str = "sd-2.1-base"
     negative_prompt: str = ""
     # Add the other prompts' subjects to each negative (method note, section 2). Off for a prior
     # that never saw such captions: the toy prior knows only "a {colour} {family}" and "", and a
     # negative "blue bench, green table" is off its training data; at guidance scale 30 that
     # noise made a chair a solid column and a table a block (docs/toy-joint-negatives.png).
     negate_other_prompts: bool = True
+    # View-dependent prompting ("{prompt}, back view" for a camera behind the object; an object's
+    # front faces +Z): against the Janus problem. Off for priors without view words in their
+    # captions (the toy prior) and for multi-view priors. See a3d_mesh/guidance/views.py.
+    view_prompts: ViewPromptConfig = field(default_factory=ViewPromptConfig)
     # kind = images: one mesh file per prompt (OBJ/PLY/GLB), in the set's world frame.
     targets: list[str] = field(default_factory=list)
     target_weight_mask: float = 1.0
@@ -119,6 +128,9 @@ class ExportConfig:
     target_faces: int | None = None
     height_m: float = 1.0
     uv_timeout_s: float = 120.0
+    # Cleanup drops connected components whose area is under this fraction of the largest
+    # component's (floating debris); 0 keeps every piece. See a3d_mesh.export.cleanup.
+    min_component_area: float = 0.03
 
 
 @dataclass
@@ -136,6 +148,10 @@ class RunConfig:
     device: str = "auto"
     bound: float = 1.0
     checkpoint_every: int = 200
+    # Preflight (a3d_mesh.preflight): an accelerator (nvdiffrast, tinycudann, kaolin) that fails its
+    # tiny check is replaced by the torch reference with a warning; true makes that an error (exit
+    # 1) for runs that must not silently run slower. A3D_STRICT_BACKENDS=1 turns it on too.
+    strict_backends: bool = False
     camera: CameraConfig = field(default_factory=CameraConfig)
     sampling: CodeSamplingConfig = field(default_factory=CodeSamplingConfig)
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
@@ -200,7 +216,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if hasattr(tp, "from_data"):  # types that define their own data forms (schedule ramps)
         try:
             return tp.from_data(value)
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, OverflowError) as e:  # OverflowError: an int beyond any float
             raise ConfigError(f"config key '{key}': {e}") from None
     if tp is bool:
         if isinstance(value, bool):
@@ -210,6 +226,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if isinstance(value, int) and abs(value) > 1e308:  # float() would raise OverflowError
+                raise ConfigError(f"config key '{key}': a whole number too large for a float")
             return float(value)
     elif tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
@@ -257,7 +275,7 @@ def parse_override(text: str) -> dict[str, Any]:
         raise ConfigError(f"override '{text}' has an empty key")
     try:
         value = _load_yaml(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, RecursionError):  # ValueError: an int past Python's 4300 digits
         value = raw
     out: dict[str, Any] = {}
     node = out
@@ -273,29 +291,61 @@ def preset_names() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("a3d_mesh_configs").iterdir() if p.name.endswith(".yaml"))
 
 
+def is_preset_path(preset: str) -> bool:
+    """True when ``preset`` names a file (a path separator, or a .yaml/.yml ending), False for a
+    bundled preset name. A bare name is always the bundled preset, so a file or folder called
+    ``toy`` in the working directory cannot shadow it; ``./toy`` means the file."""
+    seps = {"/", os.sep} | ({os.altsep} if os.altsep else set())
+    return preset.endswith((".yaml", ".yml")) or any(s in preset for s in seps)
+
+
 def _read_preset(preset: str) -> dict[str, Any]:
-    path = Path(preset)
-    if preset.endswith((".yaml", ".yml")) or path.exists():
+    if is_preset_path(preset):
+        path = Path(preset)
+        if not path.exists():
+            stem = path.name.rsplit(".", 1)[0]
+            hint = f" (the bundled one is --preset {stem})" if stem in preset_names() else ""
+            raise ConfigError(f"preset file not found: {preset}{hint}")
         if not path.is_file():
-            raise ConfigError(f"preset file not found: {preset}")
-        text = path.read_text(encoding="utf-8")
+            raise ConfigError(f"preset {preset} is not a file")
+        try:
+            raw = path.read_bytes()
+        except OSError as e:
+            raise ConfigError(f"cannot read preset {preset}: {e.strerror or e}") from None
     else:
         res = resources.files("a3d_mesh_configs") / f"{preset}.yaml"
         if not res.is_file():
-            raise ConfigError(f"unknown preset '{preset}' (available: {', '.join(preset_names())})")
-        text = res.read_text(encoding="utf-8")
+            local = f"; for the file in this folder write ./{preset}" if Path(preset).is_file() else ""
+            raise ConfigError(f"unknown preset '{preset}' (available: {', '.join(preset_names())}){local}")
+        raw = res.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"preset '{preset}' is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
     try:
         data = _load_yaml(text) or {}
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, ValueError) as e:  # ValueError: an int past Python's 4300 digits
         raise ConfigError(f"preset '{preset}' is not valid YAML: {str(e).splitlines()[0]}") from None
+    except RecursionError:
+        raise ConfigError(f"preset '{preset}' is not valid YAML: nested too deeply") from None
     if not isinstance(data, dict):
         raise ConfigError(f"preset '{preset}' must be a YAML mapping")
     return data
 
 
 def load_config(preset: str = "default", overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-    """The preset applied over the defaults, then each ``key=value`` override, all validated."""
-    cfg = merge(RunConfig(), _read_preset(preset))
+    """The preset applied over the defaults, then each ``key=value`` override, all validated.
+
+    A bad value read from a preset file (a run's ``config.yaml`` too) is reported with the file's
+    name when no override could be the culprit: that file is what the user has to fix."""
+    data = _read_preset(preset)
+    try:
+        cfg = merge(RunConfig(), data)
+        if not overrides:
+            validate(cfg)
+            return cfg
+    except ConfigError as e:
+        raise (ConfigError(f"{e} (in {preset})") if is_preset_path(preset) else e) from None
     for o in overrides:
         cfg = merge(cfg, parse_override(o))
     validate(cfg)
@@ -303,32 +353,23 @@ def load_config(preset: str = "default", overrides: list[str] | tuple[str, ...] 
 
 
 def validate(cfg: RunConfig) -> None:
-    """Range checks the types cannot express."""
-    checks = [
-        (cfg.coarse.steps >= 0 and cfg.refine.steps >= 0, "coarse.steps and refine.steps must be >= 0"),
-        (cfg.coarse.resolution >= 8, "coarse.resolution must be >= 8"),
-        (cfg.refine.resolution >= 8, "refine.resolution must be >= 8"),
-        (8 <= cfg.refine.tet_resolution <= 256, "refine.tet_resolution must be in 8..256"),
-        (cfg.camera.views_per_step >= 1, "camera.views_per_step must be >= 1"),
-        (cfg.checkpoint_every >= 1, "checkpoint_every must be >= 1"),
-        (abs(cfg.sampling.p_corner_i + cfg.sampling.p_corner_j + cfg.sampling.p_interior - 1) < 1e-6,
-         "sampling probabilities must sum to 1"),
-        (cfg.bound > 0, "bound must be > 0"),
-        (0.0 <= cfg.coarse.min_opacity < 1.0, "coarse.min_opacity must be in [0, 1)"),
-        (cfg.coarse.min_opacity_weight >= 0, "coarse.min_opacity_weight must be >= 0"),
-        (0.0 < cfg.refine.init_opacity < 1.0, "refine.init_opacity must be in (0, 1)"),
-        (0.0 <= cfg.refine.min_opacity < 1.0, "refine.min_opacity must be in [0, 1)"),
-        (cfg.refine.min_opacity_weight >= 0, "refine.min_opacity_weight must be >= 0"),
-        (cfg.export.texture_size >= 16, "export.texture_size must be >= 16"),
-        (cfg.device in ("auto", "cpu") or cfg.device.startswith("cuda"), "device must be auto, cpu or cuda[:N]"),
-    ]
-    for ok, msg in checks:
-        if not ok:
-            raise ConfigError(msg)
+    """Range checks the types cannot express (:mod:`a3d_mesh.config_ranges`, then the facts that
+    span keys), all before anything is written. Raises :class:`ConfigError` naming the key, the
+    allowed range and the value."""
+    problem = first_problem(cfg)
+    if problem:
+        raise ConfigError(problem)
+    s = cfg.sampling
+    if abs(s.p_corner_i + s.p_corner_j + s.p_interior - 1) >= 1e-6:
+        raise ConfigError(f"config keys sampling.p_corner_i, p_corner_j and p_interior must sum to 1, got "
+                          f"{s.p_corner_i:g} + {s.p_corner_j:g} + {s.p_interior:g}")
+    if not (cfg.device in ("auto", "cpu") or cfg.device.startswith("cuda")):
+        raise ConfigError(f"config key device must be auto, cpu or cuda[:N], got {cfg.device!r}")
     fmts = {"glb", "obj", "fbx", "usdz"}
     bad = [f for f in cfg.export.formats if f not in fmts]
-    if bad:
-        raise ConfigError(f"export.formats: unknown format '{bad[0]}' (known: {', '.join(sorted(fmts))})")
+    if bad or not cfg.export.formats:
+        what = f"unknown format '{bad[0]}'" if bad else "no format given"
+        raise ConfigError(f"export.formats: {what} (known: {', '.join(sorted(fmts))})")
 
 
 def to_dict(cfg: Any) -> Any:

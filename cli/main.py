@@ -32,6 +32,8 @@ HYBRID_HELP = ("A hybrid asset: NAME=SOURCE[@REGION][,SOURCE[@REGION]...]; SOURC
                "takes the rest of space. Repeatable.")
 ANCHORS_HELP = "A YAML/JSON list of {point: [x, y, z], source: NAME} blended by radial basis functions (one hybrid per file)."
 BLEND_HELP = "Width of the transition between hybrid regions, in scene units (the scene cube is [-1, 1]^3)."
+PRESET_HELP = ("Preset name (configs/*.yaml) or a YAML file; a name means the bundled preset, a path (./toy, "
+               "mine.yaml) the file. Default: default.")
 FINETUNE_HELP = ("Polish each hybrid with STEPS of SDS at a mixed prompt, on a copy of the model (the set is untouched); "
                  "skipped with a message for guidance.kind=images runs.")
 
@@ -43,21 +45,14 @@ def fail(message: str, code: int) -> None:
 
 def guarded(fn: Callable[[], T]) -> T:
     """Run ``fn`` and map every expected failure to a one-line message and an exit code."""
-    from a3d_mesh.assets import RunError
-    from a3d_mesh.config import ConfigError
-    from a3d_mesh.edit import EditInputError
+    from a3d_mesh.errors import A3DMeshError
     from a3d_mesh.export import ExportError
-    from a3d_mesh.guidance import GuidanceModelError
-    from a3d_mesh.hybrid import HybridError
-    from a3d_mesh.prompts import PromptError
     from a3d_mesh.train.loop import Interrupted
 
     try:
         return fn()
-    except (PromptError, ConfigError, RunError, HybridError, EditInputError) as e:
-        fail(str(e), 2)
-    except GuidanceModelError as e:
-        fail(str(e), 1)
+    except A3DMeshError as e:  # every user-facing error (config, prompts, run folder, model...) carries its code
+        fail(str(e), e.exit_code)
     except ExportError as e:
         fail(f"export failed: {e}", 1)
     except Interrupted as e:
@@ -76,9 +71,9 @@ def guarded(fn: Callable[[], T]) -> T:
 @app.command()
 def run(
     prompts: Path = typer.Argument(..., help="Prompt file: one prompt per line, optional 'name: prompt', '#' comments."),
-    preset: str = typer.Option("default", "--preset", "-p", help="Preset name (configs/*.yaml) or a YAML file."),
+    preset: Optional[str] = typer.Option(None, "--preset", "-p", help=PRESET_HELP),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder [default: runs/<prompt file name>]."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (overrides the preset's)."),
+    seed: Optional[str] = typer.Option(None, "--seed", metavar="<int>", help="Random seed (overrides the preset's)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
     hybrid: Optional[List[str]] = typer.Option(None, "--hybrid", help=HYBRID_HELP),
@@ -108,14 +103,11 @@ def run(
         run_dir = out or Path("runs") / prompts.stem
         progress = Progress(quiet=quiet)
         build, steps = hybrid_specs(hybrid, hybrid_anchors, blend), finetune_steps(hybrid_finetune, hybrid, hybrid_anchors)
+        extra = config_overrides(overrides, seed, preset, resume)
         if resume:
-            if overrides or seed is not None:
-                from a3d_mesh.config import ConfigError
-                raise ConfigError("--resume continues with the run's saved config.yaml; drop the overrides and --seed")
             return run_pipeline(run_dir, load_prompts(prompts), resume=True, progress=progress, hybrids=build,
                                 hybrid_finetune=steps)
-        extra = list(overrides or []) + ([f"seed={seed}"] if seed is not None else [])
-        cfg = load_config(preset, extra)
+        cfg = load_config(preset or "default", extra)
         pset = load_prompts(prompts, cfg.guidance.negative_prompt, cfg.guidance.negate_other_prompts)
         return run_pipeline(run_dir, pset, cfg, progress=progress, hybrids=build, hybrid_finetune=steps)
 
@@ -148,6 +140,27 @@ def finetune_steps(text: Optional[str], specs: Optional[List[str]], anchors: Opt
     return steps
 
 
+def config_overrides(overrides: Optional[List[str]], seed: Optional[str], preset: Optional[str], resume: bool) -> List[str]:
+    """The overrides with ``--seed`` appended; ``--resume`` refuses all three (its run's saved
+    config.yaml is the config). A seed that is no whole number in range is a one-line error here,
+    before any run folder exists."""
+    from a3d_mesh.config import ConfigError
+    from a3d_mesh.config_ranges import MAX_SEED
+
+    if resume:
+        flags = (("--preset", preset is not None), ("--seed", seed is not None), ("the overrides", bool(overrides)))
+        given = [name for name, present in flags if present]
+        if given:
+            raise ConfigError(f"--resume continues with the run's saved config.yaml; drop {' and '.join(given)}")
+        return []
+    if seed is None:
+        return list(overrides or [])
+    s = seed.strip()
+    if not (s.isascii() and s.isdigit()) or int(s) > MAX_SEED:  # isdigit alone takes '²'
+        raise ConfigError(f"--seed: expected a whole number in 0..{MAX_SEED}, got '{seed}'")
+    return list(overrides or []) + [f"seed={int(s)}"]
+
+
 @app.command()
 def hybrid(
     run_dir: Path = typer.Argument(..., help="A run folder with checkpoints/refine.pt (finished or checkpointed)."),
@@ -167,6 +180,7 @@ def hybrid(
     from a3d_mesh.assets import TrainedSet, export_set, hybrid_items, write_manifest, write_previews
     from a3d_mesh.config import ConfigError
     from a3d_mesh.edit import export_transform, read_edit_info
+    from a3d_mesh.runlock import under_lock
     from a3d_mesh.train.loop import Progress
 
     def go() -> Path:
@@ -184,7 +198,7 @@ def hybrid(
                             transform=export_transform(read_edit_info(run_dir)))
         return write_manifest(run_dir, ts, assets, previews, keep_existing=True)
 
-    manifest = guarded(go)
+    manifest = guarded(lambda: under_lock(run_dir, go))  # no other process writes the run meanwhile
     if not quiet:
         typer.echo(str(manifest))
 
@@ -193,12 +207,12 @@ def hybrid(
 def edit(
     input_mesh: Path = typer.Argument(..., help="The mesh to transform: GLB/GLTF, OBJ or PLY."),
     prompts: Path = typer.Argument(..., help="Prompt file of the targets (as for run)."),
-    preset: str = typer.Option("default", "--preset", "-p", help="Preset name (configs/*.yaml) or a YAML file."),
+    preset: Optional[str] = typer.Option(None, "--preset", "-p", help=PRESET_HELP),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder [default: runs/<input name>-edit]."),
     input_prompt: str = typer.Option("a 3D model", "--input-prompt", help="What the input shows (object 0's prompt)."),
     keep_input_frame: bool = typer.Option(False, "--keep-input-frame",
                                           help="Export in the input mesh's own frame and units, overlaying it."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (overrides the preset's)."),
+    seed: Optional[str] = typer.Option(None, "--seed", metavar="<int>", help="Random seed (overrides the preset's)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the edit run in --out from its last checkpoint."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
     hybrid: Optional[List[str]] = typer.Option(None, "--hybrid", help=HYBRID_HELP + " The input is 'input' or 0."),
@@ -216,7 +230,7 @@ def edit(
 
     Example: a3d-mesh edit chair.glb styles.txt --hybrid mix=input@y<0,1 --keep-input-frame
     """
-    from a3d_mesh.config import ConfigError, load_config
+    from a3d_mesh.config import load_config
     from a3d_mesh.prompts import load_prompts
     from a3d_mesh.train.loop import Progress
     from a3d_mesh.train.pipeline import edit as edit_pipeline
@@ -225,11 +239,10 @@ def edit(
         run_dir = out or Path("runs") / f"{input_mesh.stem}-edit"
         progress = Progress(quiet=quiet)
         build, steps = hybrid_specs(hybrid, hybrid_anchors, blend), finetune_steps(hybrid_finetune, hybrid, hybrid_anchors)
+        extra = config_overrides(overrides, seed, preset, resume)
         if resume:
-            if overrides or seed is not None:
-                raise ConfigError("--resume continues with the run's saved config.yaml; drop the overrides and --seed")
             return edit_pipeline(run_dir, resume=True, progress=progress, hybrids=build, hybrid_finetune=steps)
-        cfg = load_config(preset, list(overrides or []) + ([f"seed={seed}"] if seed is not None else []))
+        cfg = load_config(preset or "default", extra)
         targets = load_prompts(prompts, cfg.guidance.negative_prompt, cfg.guidance.negate_other_prompts)
         return edit_pipeline(run_dir, input_mesh, targets, cfg, input_prompt, keep_input_frame, progress=progress,
                              hybrids=build, hybrid_finetune=steps)
@@ -244,8 +257,8 @@ def export_cmd(
     run_dir: Path = typer.Argument(..., help="A run folder with checkpoints/refine.pt."),
     formats: str = typer.Option("glb", "--format", "-f", help="Comma-separated: glb, obj, fbx, usdz."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder [default: RUN_DIR/export]."),
-    faces: Optional[int] = typer.Option(None, "--faces", min=4, help="Decimate each asset to at most N faces."),
-    texture_size: Optional[int] = typer.Option(None, "--texture-size", min=16, help="Texture width/height in pixels."),
+    faces: Optional[int] = typer.Option(None, "--faces", help="Decimate each asset to at most N faces (N >= 4)."),
+    texture_size: Optional[int] = typer.Option(None, "--texture-size", help="Texture width/height in pixels (16..16384)."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Export (again) every asset of a run, e.g. in other formats or sizes, and update the manifest.
@@ -254,9 +267,16 @@ def export_cmd(
     """
     from a3d_mesh.assets import TrainedSet, export_set, write_manifest
     from a3d_mesh.config import ConfigError
+    from a3d_mesh.config_ranges import MAX_FACES, MIN_FACES, TEXTURE_SIZES
+    from a3d_mesh.runlock import under_lock
     from a3d_mesh.train.loop import Progress
 
     def go() -> Path:
+        # The config's bounds (export.texture_size, export.target_faces), checked before any work.
+        if texture_size is not None and not TEXTURE_SIZES[0] <= texture_size <= TEXTURE_SIZES[1]:
+            raise ConfigError(f"--texture-size must be in {TEXTURE_SIZES[0]}..{TEXTURE_SIZES[1]}, got {texture_size}")
+        if faces is not None and not MIN_FACES <= faces <= MAX_FACES:
+            raise ConfigError(f"--faces must be in {MIN_FACES}..{MAX_FACES}, got {faces}")
         fmts = [f.strip().lower() for f in formats.split(",") if f.strip()]
         known = {"glb", "obj", "fbx", "usdz"}
         bad = [f for f in fmts if f not in known]
@@ -270,7 +290,7 @@ def export_cmd(
         base = run_dir if out is None else target
         return write_manifest(base, ts, assets, [p.removeprefix("previews/") for p in previews])
 
-    manifest = guarded(go)
+    manifest = guarded(lambda: under_lock(run_dir, go))  # no other process writes the run meanwhile
     if not quiet:
         typer.echo(str(manifest))
 
@@ -281,23 +301,21 @@ def info() -> None:
     import torch
 
     from a3d_mesh.config import preset_names
-    from a3d_mesh.render import available_backends
+    from a3d_mesh.guidance.sources import known_prior_lines
+    from a3d_mesh.preflight import preflight
 
+    # The same preflight a run does (tiny forward + backward of each backend on the default device):
+    # a broken accelerator shows up here as "fallback" with its cause, not mid-run.
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    report = guarded(lambda: preflight(device, log=lambda line: typer.echo(line, err=True)))
     lines = [
         f"a3d-mesh {__version__}",
         f"python {sys.version.split()[0]}, torch {torch.__version__}, CUDA available: {torch.cuda.is_available()}",
-        f"rasteriser backends: {', '.join(available_backends())}",
-        f"hash grid: {'tinycudann' if _importable('tinycudann') else 'torch (tinycudann not installed)'}",
-        f"marching tets: {'kaolin' if _importable('kaolin') else 'torch (kaolin not installed)'}",
+        *report.lines(),  # rasteriser, hash grid, marching tets: implementation (version) ok|fallback, time
         f"presets: {', '.join(preset_names())}",
+        *known_prior_lines(),  # which known priors' sources are in the local Hugging Face cache
     ]
     typer.echo("\n".join(lines))
-
-
-def _importable(name: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(name) is not None
 
 
 def version_callback(value: bool) -> None:

@@ -8,6 +8,7 @@ Run folder layout::
     RUN_DIR/previews/          PNG turnarounds, set.png, transition GIFs
     RUN_DIR/export/            one file (or folder) per asset and format
     RUN_DIR/manifest.json      every asset with its code, files, counts and sha256
+    RUN_DIR/.a3d-mesh.lock     held by the one process working on the folder (a3d_mesh.runlock)
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from a3d_mesh.config import RunConfig, dump_config, load_config
 from a3d_mesh.atomic import atomic_write_text
 from a3d_mesh.edit import (EDIT_FILE, INPUT_FILE, PinnedGuide, export_transform, load_input_colors, prepare_input,
                            read_edit_info, save_input)
-from a3d_mesh.guidance import SDSGuidance, encode_prompts, load_components
+from a3d_mesh.guidance import KNOWN_PRIORS, SDSGuidance, encode_prompts, load_components, truncation_warnings
 from a3d_mesh.hybrid import HybridSpec
 from a3d_mesh.prompts import PromptSet, load_prompts, negative_prompts
 from a3d_mesh.render.shading import Background
+from a3d_mesh.runlock import run_lock
 from a3d_mesh.train.coarse import CoarseStage, nerf_field
 from a3d_mesh.train.guide import Guide, ImageTargetGuide, SDSGuide, load_mesh
 from a3d_mesh.train.loop import Progress, atomic_torch_save, run_stage
@@ -57,7 +59,17 @@ def build_guides(cfg: RunConfig, prompts: PromptSet, device: torch.device, progr
     else:
         progress.message(f"[guidance] loading {g.model} on {device}")
         comps = load_components(g.model, device)
-        emb = encode_prompts(comps, prompts.prompts, prompts.negatives)
+        if g.model in KNOWN_PRIORS:  # say which mirror or cache the name resolved to
+            progress.message(f"[guidance] {g.model} loaded from {comps.source}")
+        # SDS off the model's training size still runs, but guides poorly: say so once.
+        for note in dict.fromkeys(comps.resolution_note(s.resolution) for s in (cfg.coarse.sds, cfg.refine.sds)):
+            if note:
+                progress.message(note)
+        # A cut prompt loses its last words (and view word) without a sound otherwise (issue 28).
+        for line in truncation_warnings(comps.tokenizer, prompts.names, prompts.prompts, prompts.negatives,
+                                        g.view_prompts):
+            progress.message(line)
+        emb = encode_prompts(comps, prompts.prompts, prompts.negatives, g.view_prompts)
         guide_c = SDSGuide(SDSGuidance(comps, emb, cfg.coarse.sds, seed=cfg.seed))
         guide_r = SDSGuide(SDSGuidance(comps, emb, cfg.refine.sds, seed=cfg.seed + 1))
     if pinned is not None:  # in the input's own colours when it has them, else a flat one
@@ -88,8 +100,15 @@ def prepare_run_dir(out: Path, prompts: PromptSet | None, cfg: RunConfig | None,
 
 
 def train(prompts: PromptSet, cfg: RunConfig, out: Path, progress: Progress) -> None:
-    """Both stages (edit runs: refine only, from the input mesh), each resumed from its checkpoint."""
+    """Both stages (edit runs: refine only, from the input mesh), each resumed from its checkpoint.
+
+    Every backend is checked on ``device`` first (:func:`a3d_mesh.preflight.preflight`): a broken
+    accelerator is replaced (or, strict, stops the run) before any training, not after a stage.
+    """
+    from a3d_mesh.preflight import preflight, summary
+
     device = resolve_device(cfg.device)
+    progress.message(summary(preflight(device, strict=cfg.strict_backends, log=progress.message)))
     ckpts = out / "checkpoints"
     try:
         guide_c, guide_r = build_guides(cfg, prompts, device, progress, out)
@@ -142,11 +161,12 @@ def run(out: Path, prompts: PromptSet | None = None, cfg: RunConfig | None = Non
     progress = progress or Progress()
     if prompts is not None and cfg is not None and hybrids is not None:
         hybrids(prompts, cfg)  # validate before anything is written
-    prompts, cfg = prepare_run_dir(out, prompts, cfg, resume)
-    specs = hybrids(prompts, cfg) if hybrids is not None else []
-    progress.message(f"[run] {len(prompts)} object(s): {', '.join(prompts.names)} -> {out}")
-    train(prompts, cfg, out, progress)
-    return finish(out, specs, progress, hybrid_finetune)
+    with run_lock(out, new=not resume):  # one process per run folder, from the first write to the manifest
+        prompts, cfg = prepare_run_dir(out, prompts, cfg, resume)
+        specs = hybrids(prompts, cfg) if hybrids is not None else []
+        progress.message(f"[run] {len(prompts)} object(s): {', '.join(prompts.names)} -> {out}")
+        train(prompts, cfg, out, progress)
+        return finish(out, specs, progress, hybrid_finetune)
 
 
 def edit(out: Path, input_mesh: Path | None = None, targets: PromptSet | None = None, cfg: RunConfig | None = None,
@@ -174,9 +194,10 @@ def edit(out: Path, input_mesh: Path | None = None, targets: PromptSet | None = 
     cfg = dataclasses.replace(cfg, guidance=dataclasses.replace(cfg.guidance, pin_input=INPUT_FILE))
     if hybrids is not None:
         hybrids(pset, cfg)  # validate against the edit's names ('input' first) before anything is written
-    prepare_run_dir(out, pset, cfg, resume=False)
-    save_input(inp, out)
-    info = {"input": str(input_mesh), "repairs": inp.repairs, "input_frame": inp.to_input_frame.to_dict(),
-            "keep_input_frame": keep_input_frame}
-    atomic_write_text(out / EDIT_FILE, json.dumps(info, indent=2) + "\n")
-    return run(out, resume=True, progress=progress, hybrids=hybrids, hybrid_finetune=hybrid_finetune)
+    with run_lock(out, new=True):  # held across the resume below (the lock is re-entrant)
+        prepare_run_dir(out, pset, cfg, resume=False)
+        save_input(inp, out)
+        info = {"input": str(input_mesh), "repairs": inp.repairs, "input_frame": inp.to_input_frame.to_dict(),
+                "keep_input_frame": keep_input_frame}
+        atomic_write_text(out / EDIT_FILE, json.dumps(info, indent=2) + "\n")
+        return run(out, resume=True, progress=progress, hybrids=hybrids, hybrid_finetune=hybrid_finetune)
