@@ -18,7 +18,7 @@ import torch
 
 from a3d_mesh import __version__
 from a3d_mesh.cameras import orbit_cameras
-from a3d_mesh.config import ConfigError, RunConfig, load_config
+from a3d_mesh.config import ConfigError, RunConfig, load_run_config
 from a3d_mesh.export import SetTransform, export_asset, set_transform
 from a3d_mesh.atomic import atomic_write_text
 from a3d_mesh.errors import RunError, TrainingFailed
@@ -84,7 +84,7 @@ class TrainedSet:
         for need in (run_dir / "config.yaml", run_dir / "prompts.txt", ckpt):
             if not need.exists():
                 raise RunError(f"{run_dir} is not a trained run (missing {need.relative_to(run_dir)})")
-        cfg = load_config(str(run_dir / "config.yaml"))
+        cfg = load_run_config(run_dir / "config.yaml")
         g = cfg.guidance
         prompts = load_prompts(run_dir / "prompts.txt", g.negative_prompt, g.negate_other_prompts)
         dev = resolve_device(device or cfg.device)

@@ -338,7 +338,25 @@ def load_config(preset: str = "default", overrides: list[str] | tuple[str, ...] 
 
     A bad value read from a preset file (a run's ``config.yaml`` too) is reported with the file's
     name when no override could be the culprit: that file is what the user has to fix."""
-    data = _read_preset(preset)
+    return _from_data(_read_preset(preset), preset, overrides)
+
+
+def load_run_config(path: Path) -> RunConfig:
+    """A run folder's saved ``config.yaml`` (what ``--resume``, ``export`` and ``hybrid`` use).
+
+    A run saved before a setting existed keeps the behaviour it was trained with, so that resuming
+    it stays exact: runs made before view-dependent prompts (no ``guidance.view_prompts`` saved)
+    go on without them.
+    """
+    data = _read_preset(str(path))
+    guidance = data.get("guidance")
+    if isinstance(guidance, dict) and "view_prompts" not in guidance:
+        guidance["view_prompts"] = {"enabled": False}
+    return _from_data(data, str(path), ())
+
+
+def _from_data(data: dict[str, Any], preset: str, overrides: list[str] | tuple[str, ...]) -> RunConfig:
+    """``load_config`` on preset data already read from ``preset``."""
     try:
         cfg = merge(RunConfig(), data)
         if not overrides:

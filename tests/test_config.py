@@ -195,3 +195,20 @@ def test_unreadable_yaml_is_one_line(tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match=message) as e:
             load_config(str(tmp_path / name))
         assert "\n" not in str(e.value)
+
+
+def test_a_run_saved_before_view_prompts_resumes_without_them(tmp_path) -> None:
+    """Resume is exact only if an old run keeps training as it was trained: its saved config has no
+    guidance.view_prompts, so it loads with view prompts off; a run saved now keeps its setting."""
+    import yaml
+
+    from a3d_mesh.config import dump_config, load_config, load_run_config
+
+    data = yaml.safe_load(dump_config(load_config("tiny")))
+    assert data["guidance"]["view_prompts"]["enabled"] is True
+    (tmp_path / "new.yaml").write_text(yaml.safe_dump(data))
+    assert load_run_config(tmp_path / "new.yaml").guidance.view_prompts.enabled is True
+    del data["guidance"]["view_prompts"]
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(data))
+    assert load_run_config(tmp_path / "old.yaml").guidance.view_prompts.enabled is False
+    assert load_config(str(tmp_path / "old.yaml")).guidance.view_prompts.enabled is True  # a preset: defaults

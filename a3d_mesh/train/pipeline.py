@@ -22,7 +22,7 @@ import torch
 
 from a3d_mesh.assets import (RunError, TrainedSet, export_set, hybrid_items, resolve_device, write_manifest,
                              write_previews)
-from a3d_mesh.config import RunConfig, dump_config, load_config
+from a3d_mesh.config import RunConfig, dump_config, load_run_config
 from a3d_mesh.atomic import atomic_write_text
 from a3d_mesh.edit import (EDIT_FILE, INPUT_FILE, PinnedGuide, export_transform, load_input_colors, prepare_input,
                            read_edit_info, save_input)
@@ -84,7 +84,7 @@ def prepare_run_dir(out: Path, prompts: PromptSet | None, cfg: RunConfig | None,
     if resume:
         if not (out / "config.yaml").exists():
             raise RunError(f"nothing to resume in {out} (no config.yaml); start it without --resume")
-        saved_cfg = load_config(str(out / "config.yaml"))
+        saved_cfg = load_run_config(out / "config.yaml")
         saved = load_prompts(out / "prompts.txt", saved_cfg.guidance.negative_prompt,
                              saved_cfg.guidance.negate_other_prompts)
         if prompts is not None and (prompts.names, prompts.prompts) != (saved.names, saved.prompts):
