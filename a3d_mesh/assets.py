@@ -20,6 +20,8 @@ from a3d_mesh import __version__
 from a3d_mesh.cameras import orbit_cameras
 from a3d_mesh.config import ConfigError, RunConfig, load_run_config
 from a3d_mesh.export import SetTransform, export_asset, set_transform
+from a3d_mesh.export.cleanup import drop_small_components
+from a3d_mesh.export.frame import grounded
 from a3d_mesh.atomic import atomic_write_text
 from a3d_mesh.errors import RunError, TrainingFailed
 from a3d_mesh.fields import NeRFField
@@ -193,8 +195,13 @@ def export_set(ts: TrainedSet, out_dir: Path, formats: list[str] | None = None, 
     returns manifest records.
 
     One transform serves the whole set and is computed from the objects alone, so assets added
-    later (``only_extra``: hybrids of a finished run) land in exactly the same frame. An explicit
-    ``transform`` replaces it (edits mapped back to the input mesh's own frame).
+    later (``only_extra``: hybrids of a finished run) land in exactly the same frame. With
+    ``export.ground: each`` every asset is then shifted along y to stand on y = 0, and its record's
+    ``ground_offset_m`` says by how much (:func:`a3d_mesh.export.frame.grounded`; 0 with ``set``).
+    A hybrid's record also holds ``components``, its connected pieces as written; a hybrid in
+    more than one piece gets a warning line through ``log``.
+    An explicit ``transform`` replaces it and is applied as is, never grounded (edits mapped back
+    to the input mesh's own frame).
     """
     e = ts.cfg.export
     formats = formats or e.formats
@@ -205,18 +212,41 @@ def export_set(ts: TrainedSet, out_dir: Path, formats: list[str] | None = None, 
     empty = [n for n, (_, f) in meshes.items() if f.shape[0] == 0]
     if empty:
         raise TrainingFailed(f"asset '{empty[0]}' has an empty surface; nothing to export (train longer or check the prompts)")
+    ground = transform is None and e.ground == "each"  # an explicit frame is kept exactly
     if transform is None:  # from the set's own objects, never from a fine-tuned copy
         transform = set_transform([meshes[x.name][0].cpu().numpy() for x in objects], height_m=e.height_m)
     records = []
     for x in ([] if only_extra else objects) + list(extra):
         v, f = meshes[x.name]
         log(f"[export] {x.name}: {f.shape[0]} faces -> {', '.join(formats)}")
+        asset_tf, offset = _ground(transform, v, f, e.min_component_area) if ground else (transform, 0.0)
         rec = export_asset(x.name, v.cpu(), f.cpu(), (x.model or ts).color_fn(x.code), out_dir, formats=formats,
                            texture_size=texture_size or e.texture_size, target_faces=target_faces or e.target_faces,
-                           transform=transform, uv_timeout_s=e.uv_timeout_s,
+                           transform=asset_tf, uv_timeout_s=e.uv_timeout_s,
                            min_component_area=e.min_component_area)
-        records.append({**x.info, **rec})
+        records.append({**x.info, **rec, "ground_offset_m": offset})
+        if x.info.get("kind") == "hybrid":
+            records[-1]["components"] = _pieces(x.name, rec, log)
     return records
+
+
+def _pieces(name: str, rec: dict[str, Any], log: Callable[[str], None]) -> int:
+    """Connected components of a hybrid as written (cleanup's count, debris already dropped); more
+    than one means the halves do not meet, which the user is told in one line."""
+    n = int(rec["cleanup"]["components"]["after"])
+    if n > 1:
+        log(f"[export] warning: hybrid '{name}' falls apart into {n} pieces; "
+            "a wider --blend or --hybrid-finetune STEPS can join them")
+    return n
+
+
+def _ground(transform: SetTransform, verts: torch.Tensor, faces: torch.Tensor,
+            min_component_area: float) -> tuple[SetTransform, float]:
+    """The asset's grounded transform and offset, judged on the pieces export keeps: cleanup drops
+    debris by this same rule, and a blob under the object must not hold it up in the air."""
+    v, f = verts.detach().cpu().numpy(), faces.detach().cpu().numpy()
+    kept_v, _, _ = drop_small_components(v, f, min_component_area)
+    return grounded(transform, kept_v)
 
 
 _MANIFEST_KEYS = ("a3d_mesh_version", "created", "prompts", "guidance_model", "assets", "previews")

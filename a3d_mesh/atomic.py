@@ -8,6 +8,10 @@ never a half-written one.
 A full disk is reported the same way whichever writer hit it: some (``torch.save``) wrap the
 ``OSError`` in a ``RuntimeError``; :func:`atomic_path` re-raises those as ``OSError(ENOSPC)``
 naming the destination, which the CLI turns into one line.
+
+Permissions: ``tempfile.mkstemp`` creates its file 0600 whatever the umask, so every output would
+be unreadable to a web server or a teammate. Before the rename the file gets the mode a plain
+``open()`` would have given it, ``0o666 & ~umask``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,31 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def _read_umask_by_swap() -> int:
+    """The umask via ``os.umask``, which can only read it by setting it: briefly 0, then restored.
+    Done once, at import (normally before any thread starts), since a thread creating a file
+    during that window would get mode 0666."""
+    old = os.umask(0)
+    os.umask(old)
+    return old
+
+
+_IMPORT_UMASK = _read_umask_by_swap()
+
+
+def current_umask() -> int:
+    """The process's umask now: from ``/proc/self/status`` where Linux offers it (a read, no race,
+    and it follows later ``os.umask`` calls), else the value read at import."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return _IMPORT_UMASK
+
+
 @contextlib.contextmanager
 def atomic_path(dest: str | Path) -> Iterator[Path]:
     """Yield a temp path next to ``dest``; on normal exit move it onto ``dest`` atomically.
@@ -27,7 +56,8 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
     Use when a library (PIL, Blender, usd-core) insists on writing to a path itself. The temp
     name keeps the destination's suffix because some writers pick the format from it. Parent
     directories are created. If the body raises, or leaves no file behind, ``dest`` is untouched;
-    a failure caused by a full disk surfaces as ``OSError(ENOSPC, ..., dest)``.
+    a failure caused by a full disk surfaces as ``OSError(ENOSPC, ..., dest)``. The file ends with
+    mode ``0o666 & ~umask``, as if written by ``open()``.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -38,6 +68,7 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
         yield tmp
         if not tmp.exists() or tmp.stat().st_size == 0:
             raise OSError(f"writer produced no data for {dest}")
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp made it 0600; see the module docstring
         os.replace(tmp, dest)
     except Exception as e:
         if is_disk_full(e):  # name the destination, not our temp file

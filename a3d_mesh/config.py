@@ -131,6 +131,10 @@ class ExportConfig:
     # Cleanup drops connected components whose area is under this fraction of the largest
     # component's (floating debris); 0 keeps every piece. See a3d_mesh.export.cleanup.
     min_component_area: float = 0.03
+    # Grounding (a3d_mesh.export.frame): "each" puts every asset's own lowest point on y = 0 (the
+    # set's scale and x/z kept; the manifest's ground_offset_m reassembles the set); "set" puts
+    # only the whole set's lowest point there, so objects keep their heights within the set.
+    ground: Literal["each", "set"] = "each"
 
 
 @dataclass
@@ -344,14 +348,16 @@ def load_config(preset: str = "default", overrides: list[str] | tuple[str, ...] 
 def load_run_config(path: Path) -> RunConfig:
     """A run folder's saved ``config.yaml`` (what ``--resume``, ``export`` and ``hybrid`` use).
 
-    A run saved before a setting existed keeps the behaviour it was trained with, so that resuming
-    it stays exact: runs made before view-dependent prompts (no ``guidance.view_prompts`` saved)
-    go on without them.
+    A run saved before a setting existed keeps the behaviour it was made with, so that resuming
+    it stays exact and its later exports match its earlier ones: runs made before view-dependent
+    prompts (no ``guidance.view_prompts`` saved) go on without them, and runs made before per-asset
+    grounding (no ``export.ground``) keep the set's one ground (``set``).
     """
     data = _read_preset(str(path))
-    guidance = data.get("guidance")
-    if isinstance(guidance, dict) and "view_prompts" not in guidance:
-        guidance["view_prompts"] = {"enabled": False}
+    for section, key, then in (("guidance", "view_prompts", {"enabled": False}), ("export", "ground", "set")):
+        part = data.get(section)
+        if isinstance(part, dict) and key not in part:
+            part[key] = then
     return _from_data(data, str(path), ())
 
 

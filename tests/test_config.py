@@ -212,3 +212,16 @@ def test_a_run_saved_before_view_prompts_resumes_without_them(tmp_path) -> None:
     (tmp_path / "old.yaml").write_text(yaml.safe_dump(data))
     assert load_run_config(tmp_path / "old.yaml").guidance.view_prompts.enabled is False
     assert load_config(str(tmp_path / "old.yaml")).guidance.view_prompts.enabled is True  # a preset: defaults
+
+
+def test_a_run_saved_before_grounding_keeps_the_set_ground(tmp_path) -> None:
+    """Exports of an old run (re-export, later hybrids) stay in the frame its first exports used."""
+    import yaml
+
+    from a3d_mesh.config import dump_config, load_config, load_run_config
+
+    data = yaml.safe_load(dump_config(load_config("tiny")))
+    assert data["export"]["ground"] == "each"
+    del data["export"]["ground"]
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(data))
+    assert load_run_config(tmp_path / "old.yaml").export.ground == "set"

@@ -83,7 +83,12 @@ def trained(targets: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_exported_meshes_match_their_targets(trained: Path, k: int) -> None:
     man = json.loads((trained / "manifest.json").read_text())
     assert [a["name"] for a in man["assets"][:2]] == ["ball", "brick"]
-    assert man["assets"][0]["transform"] == man["assets"][1]["transform"]  # one frame for the set
+    # One frame for the set: the same scale and x/z; each asset grounded on its own base, and its
+    # recorded offset takes it back to the set's shared height (export.ground = each).
+    t0, t1 = (x["transform"] for x in man["assets"][:2])
+    assert t0["scale"] == t1["scale"] and t0["translation"][::2] == t1["translation"][::2]
+    set_y = [x["transform"]["translation"][1] - x["ground_offset_m"] for x in man["assets"][:2]]
+    assert set_y[0] == pytest.approx(set_y[1], abs=1e-6)
     a, truth = man["assets"][k], (sphere_inside, box_inside)[k]
     m = trimesh.load(trained / "export" / a["files"]["glb"], force="mesh")
     tr = a["transform"]

@@ -8,10 +8,24 @@ Convention (what keeps an exported set aligned):
   +Y (so the tallest object is at most ``height_m`` tall and all keep their relative sizes).
 * One translation for the whole set: the lowest point of the whole set goes to y = 0, so the
   set stands on the ground plane y = 0 (an object whose lowest point is above the set's lowest
-  point keeps that gap, which is part of the alignment). x and z are not translated: the set's
+  point keeps that gap, which is part of the alignment; grounding, below, moves it to its own
+  file's y = 0 and records the gap). x and z are not translated: the set's
   shared vertical axis x = z = 0 stays the vertical axis of every exported file. Objects are
   deliberately *not* centred on their own bounding boxes, which would shift them relative to
   each other and break the alignment.
+
+Grounding each asset (``export.ground: each``, the default; :func:`grounded`): engines expect an
+asset's base at y = 0 with its pivot under it, so each asset (object or hybrid) is additionally
+shifted along y alone until its *own* lowest point is on y = 0. Scale, x and z stay the set's, so
+the assets still share one vertical axis and one size. The shift is the asset's
+``ground_offset_m`` (metres, recorded in its manifest entry)::
+
+    y_file = y_set + ground_offset_m        (x_file = x_set, z_file = z_set)
+    y_set  = y_file - ground_offset_m       (reassembles the set exactly)
+
+where ``y_set`` is the set transform's output. An asset floating 14 cm above the set's lowest
+point has ``ground_offset_m = -0.14``; one reaching below it (a hybrid) a positive offset.
+``export.ground: set`` applies the set transform alone (every offset 0).
 """
 
 from __future__ import annotations
@@ -81,6 +95,37 @@ class SetTransform:
 
 
 IDENTITY = SetTransform(scale=1.0, translation=(0.0, 0.0, 0.0))
+
+GROUNDED = "; then each asset shifted along y alone so its own lowest point is on y = 0 (ground_offset_m)"
+
+
+def grounded(transform: SetTransform, verts: ArrayLike) -> tuple[SetTransform, float]:
+    """The set's ``transform`` shifted along y so that ``verts`` (one asset) stands on y = 0.
+
+    Args:
+        transform: the set's transform (scale and x/z are kept as they are).
+        verts: ``[V,3]`` world-frame vertices of the one asset, those it will be exported with
+            (after debris removal), so that its written lowest point is the one put on y = 0.
+
+    Returns:
+        ``(asset_transform, ground_offset_m)``: ``asset_transform.translation`` is
+        ``transform.translation + (0, ground_offset_m, 0)``; the offset is in metres (see the
+        module docstring for how it reassembles the set).
+
+    Raises:
+        ExportError: no vertices, or a non-finite one.
+    """
+    y = as_numpy(verts, np.float64).reshape(-1, 3)[:, 1]
+    if y.size == 0:
+        raise ExportError("cannot ground an asset with no vertices")
+    if not np.isfinite(y).all():
+        raise ExportError("cannot ground an asset: non-finite vertex coordinates")
+    tx, ty, tz = transform.translation
+    # Same arithmetic as apply() (float64, scale then translation), so the lowest point maps to 0.
+    offset = 0.0 - float(y.min() * transform.scale + ty)  # not -x: no "-0.0" in the manifest
+    shifted = SetTransform(scale=transform.scale, translation=(tx, ty + offset, tz), height_m=transform.height_m,
+                           convention=transform.convention + GROUNDED)
+    return shifted, offset
 
 
 def set_transform(vertex_arrays: Sequence[ArrayLike], height_m: float = 1.0) -> SetTransform:
