@@ -278,3 +278,76 @@ def write_manifest(run_dir: Path, ts: TrainedSet, assets: list[dict[str, Any]], 
         **(extra or {}),
     }
     return atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
+
+
+STAGING_PREFIX = ".a3d-staging-"
+
+
+def finish_run(ts: TrainedSet, run_dir: Path, extras: Sequence[Extra] = (), *, formats: Sequence[str] | None = None,
+               texture_size: int | None = None, target_faces: int | None = None, out: Path | None = None,
+               objects: bool = True, previews: bool = True, keep_existing: bool = False,
+               log: Callable[[str], None] = lambda s: None) -> tuple[Path, list[dict[str, Any]]]:
+    """The one way a run's previews, exports and manifest are (re)written: ``run``/``edit`` finishing,
+    ``export`` and ``hybrid`` all come here. Returns (manifest path, new asset records).
+
+    Everything is first written to a staging folder inside the destination (same file system), and
+    only when all of it is there are the files moved into place and the manifest written, so a
+    failure leaves the folder as it was. The run's own frame is kept (an edit run's
+    ``--keep-input-frame`` transform) and its ``edit`` record is written to the manifest.
+
+    Args:
+        objects: export the set's objects (and, with ``previews``, ``set.png`` and transitions);
+            False adds only ``extras`` (hybrids of a finished run).
+        out: another folder for the files and a manifest listing only them (no previews).
+        keep_existing: keep the manifest's other assets (earlier hybrids), previews and records.
+
+    Raises:
+        ExportError: a bad format or missing tool (before anything is written), or, after the
+            manifest is written, one line naming the formats whose writer failed.
+    """
+    import shutil
+    import tempfile
+
+    from a3d_mesh.edit import export_transform, read_edit_info  # lazy: edit imports training modules
+    from a3d_mesh.export.asset import check_tools, failures
+    from a3d_mesh.export.errors import ExportError
+
+    fmts = check_tools(formats or ts.cfg.export.formats)
+    edit_info = read_edit_info(run_dir)
+    dest = Path(out) if out is not None else Path(run_dir)
+    export_dir = dest if out is not None else dest / "export"
+    if out is None:  # we hold the run's lock: staging folders left by a killed process are stale
+        for old in Path(run_dir).glob(STAGING_PREFIX + "*"):
+            shutil.rmtree(old, ignore_errors=True)
+    dest.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=dest))
+    try:
+        shown = write_previews(ts, stage / "previews", extras, objects=objects) if previews and out is None else []
+        if shown:
+            log(f"[previews] {len(shown)} files in {dest / 'previews'}")
+        records = export_set(ts, stage / "export", fmts, texture_size, target_faces, extra=extras, log=log,
+                             only_extra=not objects, transform=export_transform(edit_info))
+        _move_tree(stage / "previews", dest / "previews")
+        _move_tree(stage / "export", export_dir)
+        manifest = write_manifest(dest, ts, records, shown, keep_existing=keep_existing and out is None,
+                                  extra={"edit": edit_info} if edit_info else None)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    failed = failures(records)
+    if failed:
+        raise ExportError(failed)
+    return manifest, records
+
+
+def _move_tree(src: Path, dst: Path) -> None:
+    """Move every file under ``src`` to the same relative path under ``dst`` (``os.replace``: each
+    file is swapped in whole; the staging folder is on the same file system)."""
+    import os
+
+    if not src.exists():
+        return
+    for p in sorted(src.rglob("*")):
+        if p.is_file():
+            target = dst / p.relative_to(src)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(p, target)

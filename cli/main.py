@@ -7,7 +7,6 @@ flags, config, run folder), 130 interrupted (a checkpoint was written; ``--resum
 from __future__ import annotations
 
 import errno
-import json
 import sys
 from pathlib import Path
 from typing import Callable, List, Optional, TypeVar
@@ -161,6 +160,18 @@ def config_overrides(overrides: Optional[List[str]], seed: Optional[str], preset
     return list(overrides or []) + [f"seed={int(s)}"]
 
 
+def format_list(text: str) -> List[str]:
+    """``--format glb,obj``: lower-cased names, each one known (bad input, exit 2, before any work)."""
+    from a3d_mesh.config import ConfigError
+    from a3d_mesh.export.asset import FORMATS
+
+    fmts = [f.strip().lower() for f in text.split(",") if f.strip()]
+    bad = [f for f in fmts if f not in FORMATS]
+    if not fmts or bad:
+        raise ConfigError(f"--format: unknown format '{bad[0] if bad else text}' (known: {', '.join(sorted(FORMATS))})")
+    return fmts
+
+
 @app.command()
 def hybrid(
     run_dir: Path = typer.Argument(..., help="A run folder with checkpoints/refine.pt (finished or checkpointed)."),
@@ -177,9 +188,9 @@ def hybrid(
 
     Example: a3d-mesh hybrid runs/pets --hybrid dogcat=dog@y>0.2,cat --blend 0.15 --hybrid-finetune 50
     """
-    from a3d_mesh.assets import TrainedSet, export_set, hybrid_items, write_manifest, write_previews
+    from a3d_mesh.assets import TrainedSet, finish_run, hybrid_items
     from a3d_mesh.config import ConfigError
-    from a3d_mesh.edit import export_transform, read_edit_info
+    from a3d_mesh.export.asset import check_tools
     from a3d_mesh.runlock import under_lock
     from a3d_mesh.train.loop import Progress
 
@@ -188,15 +199,14 @@ def hybrid(
         if build is None:
             raise ConfigError("give at least one --hybrid or --hybrid-anchors")
         steps = finetune_steps(hybrid_finetune, hybrid, hybrid_anchors)
-        fmts = [f.strip() for f in formats.split(",")] if formats else None
+        fmts = format_list(formats) if formats else None  # checked before any work
         ts = TrainedSet.load(run_dir)
         specs = build(ts.prompts, ts.cfg)  # also rejects names that clash with the set's assets
+        check_tools(fmts or ts.cfg.export.formats)  # a missing Blender / usd-core, before fine-tuning
         progress = Progress(quiet=quiet)
         extras = hybrid_items(ts, specs, steps, progress)
-        previews = write_previews(ts, run_dir / "previews", extras, objects=False)
-        assets = export_set(ts, run_dir / "export", fmts, extra=extras, log=progress.message, only_extra=True,
-                            transform=export_transform(read_edit_info(run_dir)))
-        return write_manifest(run_dir, ts, assets, previews, keep_existing=True)
+        return finish_run(ts, run_dir, extras, formats=fmts, objects=False, keep_existing=True,
+                          log=progress.message)[0]
 
     manifest = guarded(lambda: under_lock(run_dir, go))  # no other process writes the run meanwhile
     if not quiet:
@@ -265,7 +275,7 @@ def export_cmd(
 
     Example: a3d-mesh export runs/pets --format glb,obj --faces 20000 --texture-size 2048
     """
-    from a3d_mesh.assets import TrainedSet, export_set, write_manifest
+    from a3d_mesh.assets import TrainedSet, finish_run
     from a3d_mesh.config import ConfigError
     from a3d_mesh.config_ranges import MAX_FACES, MIN_FACES, TEXTURE_SIZES
     from a3d_mesh.runlock import under_lock
@@ -277,18 +287,12 @@ def export_cmd(
             raise ConfigError(f"--texture-size must be in {TEXTURE_SIZES[0]}..{TEXTURE_SIZES[1]}, got {texture_size}")
         if faces is not None and not MIN_FACES <= faces <= MAX_FACES:
             raise ConfigError(f"--faces must be in {MIN_FACES}..{MAX_FACES}, got {faces}")
-        fmts = [f.strip().lower() for f in formats.split(",") if f.strip()]
-        known = {"glb", "obj", "fbx", "usdz"}
-        bad = [f for f in fmts if f not in known]
-        if not fmts or bad:
-            raise ConfigError(f"--format: unknown format '{bad[0] if bad else formats}' (known: {', '.join(sorted(known))})")
+        fmts = format_list(formats)
         ts = TrainedSet.load(run_dir)
         progress = Progress(quiet=quiet)
-        target = out or run_dir / "export"
-        assets = export_set(ts, target, fmts, texture_size, faces, log=progress.message)
-        previews = json.loads((run_dir / "manifest.json").read_text())["previews"] if (run_dir / "manifest.json").exists() else []
-        base = run_dir if out is None else target
-        return write_manifest(base, ts, assets, [p.removeprefix("previews/") for p in previews])
+        # In the run folder: the run's frame, edit record, earlier hybrids and previews are kept.
+        return finish_run(ts, run_dir, formats=fmts, texture_size=texture_size, target_faces=faces, out=out,
+                          previews=False, keep_existing=True, log=progress.message)[0]
 
     manifest = guarded(lambda: under_lock(run_dir, go))  # no other process writes the run meanwhile
     if not quiet:

@@ -56,6 +56,20 @@ def check_formats(formats: Sequence[str]) -> list[str]:
     return out
 
 
+def check_tools(formats: Sequence[str]) -> list[str]:
+    """:func:`check_formats`, then the tools they need (Blender for FBX, usd-core for USDZ).
+
+    A missing tool would fail every asset alike, so it is one line before any file is written;
+    only a writer failing mid-way (one asset's FBX) is recorded per format instead.
+    """
+    fmts = check_formats(formats)
+    if "fbx" in fmts:
+        find_blender()
+    if "usdz" in fmts:
+        import_pxr()
+    return fmts
+
+
 def _constant_color(points: torch.Tensor) -> torch.Tensor:
     return torch.full_like(points, DEFAULT_GREY)
 
@@ -63,26 +77,40 @@ def _constant_color(points: torch.Tensor) -> torch.Tensor:
 def _write_formats(
     out_dir: Path, name: str, fmts: Sequence[str], mesh: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bytes],
     extras: dict[str, Any], nrm_png: bytes | None, tangents: np.ndarray | None,
-) -> tuple[dict[str, Path], list[Path]]:
+) -> tuple[dict[str, Path], list[Path], dict[str, str]]:
     """Write ``mesh = (verts, faces, uv, normals, png)`` in each format; return (main file per
-    format, every file written)."""
+    format, every file written, ``{format: one-line reason}`` for the formats that failed).
+
+    A writer's :class:`ExportError` (Blender's own error, usd-core failing to package) fails only
+    its format: the others are still written. Anything else (a full disk, a bug) propagates.
+    """
     written: dict[str, Path] = {}
     hashed: list[Path] = []
+    failed: dict[str, str] = {}
     for fmt in fmts:
-        if fmt == "glb":
-            written["glb"] = write_glb(out_dir / f"{name}.glb", *mesh, name, extras, nrm_png, tangents)
-            hashed.append(written["glb"])
-        elif fmt == "obj":
-            parts = write_obj(out_dir / name, name, *mesh, normal_png=nrm_png)
-            written["obj"] = parts["obj"]
-            hashed += list(parts.values())
-        elif fmt == "fbx":
-            written["fbx"] = write_fbx(out_dir / f"{name}.fbx", build_glb(*mesh, name, extras, nrm_png, tangents))
-            hashed.append(written["fbx"])
-        else:
-            written["usdz"] = write_usdz(out_dir / f"{name}.usdz", *mesh, name, normal_png=nrm_png)
-            hashed.append(written["usdz"])
-    return written, hashed
+        try:
+            if fmt == "glb":
+                written["glb"] = write_glb(out_dir / f"{name}.glb", *mesh, name, extras, nrm_png, tangents)
+                hashed.append(written["glb"])
+            elif fmt == "obj":
+                parts = write_obj(out_dir / name, name, *mesh, normal_png=nrm_png)
+                written["obj"] = parts["obj"]
+                hashed += list(parts.values())
+            elif fmt == "fbx":
+                written["fbx"] = write_fbx(out_dir / f"{name}.fbx", build_glb(*mesh, name, extras, nrm_png, tangents))
+                hashed.append(written["fbx"])
+            else:
+                written["usdz"] = write_usdz(out_dir / f"{name}.usdz", *mesh, name, normal_png=nrm_png)
+                hashed.append(written["usdz"])
+        except ExportError as exc:
+            failed[fmt] = " ".join(str(exc).split()) or type(exc).__name__  # one line for the manifest
+    return written, hashed, failed
+
+
+def failures(records: Sequence[dict[str, Any]]) -> str | None:
+    """One line naming every asset format that failed in ``records`` (their ``"failed"``), or None."""
+    parts = [f"{r['name']}.{fmt}: {why}" for r in records for fmt, why in r.get("failed", {}).items()]
+    return "; ".join(parts) + " (the other files and the manifest were written)" if parts else None
 
 
 def export_asset(
@@ -125,22 +153,20 @@ def export_asset(
     Returns:
         ``{"name", "files": {format: path relative to out_dir}, "sha256": {relative path: hex},
         "n_vertices", "n_faces", "texture_size", "cleanup": report, "uv": {"method",
-        "attempts"}, "transform": dict, "normal_map": bool}``; ``files["obj"]`` is the .obj, and
-        its .mtl and .png files are hashed too.
+        "attempts"}, "transform": dict, "normal_map": bool}`` and, when a format's writer failed,
+        ``"failed": {format: one-line reason}`` (the other formats are still written; see
+        :func:`failures`); ``files["obj"]`` is the .obj, and its .mtl and .png files are hashed too.
 
     Raises:
-        ExportError: bad name/format, empty or broken mesh, missing Blender / usd-core.
+        ExportError: bad name/format, empty or broken mesh, missing Blender / usd-core (a missing
+            tool fails every asset alike, so it is refused before any file is written).
     """
     if not _NAME_OK.match(name):
         raise ExportError(f"asset name {name!r} must be letters, digits, '_', '.', '-' only")
-    fmts = check_formats(formats)
     if texture_size < 16:
         raise ExportError(f"texture size {texture_size} is too small (need at least 16)")
     # Fail on missing tools before the slow steps, and before any file of this asset is written.
-    if "fbx" in fmts:
-        find_blender()
-    if "usdz" in fmts:
-        import_pxr()
+    fmts = check_tools(formats)
     out_dir = Path(out_dir)
     device = verts.device if isinstance(verts, torch.Tensor) else torch.device("cpu")
     transform = transform or IDENTITY
@@ -164,7 +190,7 @@ def export_asset(
     extras = {"a3d_mesh": {"asset": name, "set_transform": transform.to_dict()}}
 
     mesh = (out_v, uvr.faces, uvr.uv, normals, png)
-    written, hashed = _write_formats(out_dir, name, fmts, mesh, extras, nrm_png, tangents)
+    written, hashed, failed = _write_formats(out_dir, name, fmts, mesh, extras, nrm_png, tangents)
     rel = lambda p: p.relative_to(out_dir).as_posix()  # noqa: E731 - tiny local helper
     return {
         "name": name,
@@ -177,4 +203,5 @@ def export_asset(
         "uv": {"method": uvr.method, "attempts": list(uvr.attempts)},
         "transform": transform.to_dict(),
         "normal_map": nrm_png is not None,
+        **({"failed": failed} if failed else {}),
     }

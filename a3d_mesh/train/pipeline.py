@@ -20,12 +20,10 @@ from typing import Callable
 
 import torch
 
-from a3d_mesh.assets import (RunError, TrainedSet, export_set, hybrid_items, resolve_device, write_manifest,
-                             write_previews)
+from a3d_mesh.assets import RunError, TrainedSet, finish_run, hybrid_items, resolve_device
 from a3d_mesh.config import RunConfig, dump_config, load_run_config
 from a3d_mesh.atomic import atomic_write_text
-from a3d_mesh.edit import (EDIT_FILE, INPUT_FILE, PinnedGuide, export_transform, load_input_colors, prepare_input,
-                           read_edit_info, save_input)
+from a3d_mesh.edit import EDIT_FILE, INPUT_FILE, PinnedGuide, load_input_colors, prepare_input, save_input
 from a3d_mesh.guidance import KNOWN_PRIORS, SDSGuidance, encode_prompts, load_components, truncation_warnings
 from a3d_mesh.hybrid import HybridSpec
 from a3d_mesh.prompts import PromptSet, load_prompts, negative_prompts
@@ -140,11 +138,7 @@ def finish(out: Path, specs: list[HybridSpec], progress: Progress, finetune_step
     ``finetune_steps`` > 0, on copies of the model: the set's own assets are unaffected)."""
     ts = TrainedSet.load(out)
     extras = hybrid_items(ts, specs, finetune_steps, progress)
-    previews = write_previews(ts, out / "previews", extras)
-    progress.message(f"[previews] {len(previews)} files in {out / 'previews'}")
-    edit_info = read_edit_info(out)
-    assets = export_set(ts, out / "export", extra=extras, log=progress.message, transform=export_transform(edit_info))
-    manifest = write_manifest(out, ts, assets, previews, extra={"edit": edit_info} if edit_info else None)
+    manifest, assets = finish_run(ts, out, extras, log=progress.message)
     progress.message(f"[done] {len(assets)} asset(s); manifest {manifest}")
     return manifest
 
