@@ -418,10 +418,10 @@ def preflight(device: torch.device | str, strict: bool = False, log: Callable[[s
             raise BackendError(f"{b.backend}: the {b.reference} reference failed on {device}: "
                                f"{first_line(exc)}") from None
         impl, version, status, note = b.reference, b.ref_version(), "ok", ""
-        if not try_acc:
-            note = f"{b.accelerator} not used on {device.type}"
-        elif not _installed(b.accelerator):
+        if not _installed(b.accelerator):  # first: on a CPU machine "not installed" is the news
             note = f"{b.accelerator} not installed"
+        elif not try_acc:
+            note = f"{b.accelerator} not used on {device.type}"
         elif b.opted_out():
             note = f"{b.accelerator} switched off by A3D_NO_TCNN"
         elif (off := b.disabled()) is not None:
