@@ -155,9 +155,11 @@ def mix_view_embeddings(table: torch.Tensor, u: torch.Tensor, views: torch.Tenso
         raise ValueError(f"views must be [B] indices, got shape {tuple(views.shape)}")
     if u.shape[-1] != k or u.dim() not in (1, 2) or (u.dim() == 2 and u.shape[0] != views.shape[0]):
         raise ValueError(f"code of shape {tuple(u.shape)} does not match {k} prompts and {views.shape[0]} views")
-    views = views.to(device=table.device, dtype=torch.int64)
+    # The range check reads the indices where they are (CPU for our cameras, so no device sync in
+    # a training step), before they move to the table's device.
     if views.numel() and (int(views.min()) < 0 or int(views.max()) >= n_views):
         raise ValueError(f"view indices {views.tolist()} outside [0, {n_views})")
+    views = views.to(device=table.device, dtype=torch.int64)
     weights = u.to(device=table.device, dtype=table.dtype).expand(views.shape[0], k)
     return torch.einsum("bk,bkld->bld", weights, table[views])
 

@@ -196,11 +196,12 @@ class SDSGuidance:
 
     def camera_views(self, elevation: torch.Tensor, azimuth: torch.Tensor) -> torch.Tensor | None:
         """The ``views`` argument for renders from cameras at ``elevation``/``azimuth`` ``[B]``
-        (degrees, our frame): ``[B]`` int64 on the model's device, or ``None`` when the
-        embeddings have a single view (view prompting off)."""
+        (degrees, our frame): ``[B]`` int64 on the cameras' device, or ``None`` when the
+        embeddings have a single view (view prompting off). Cameras are drawn on the CPU, and the
+        indices stay there: checking their range there costs no device synchronisation."""
         if self.embeddings.num_views == 1:
             return None
-        return self.embeddings.view_index(elevation.to(self.device), azimuth.to(self.device))
+        return self.embeddings.view_index(elevation, azimuth)
 
     def timestep_range(self, progress: float) -> tuple[int, int]:
         """Inclusive integer ``(t_lo, t_hi)`` at ``progress`` in ``[0, 1]``."""
