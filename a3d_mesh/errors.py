@@ -14,6 +14,20 @@ class A3DMeshError(Exception):
     exit_code: int = 2
 
 
+def first_line(exc: BaseException | str) -> str:
+    """One line for a message: a string's first non-blank line; an exception's as
+    ``"Type: first line"`` (a library's type often says most), or just its first line when it is one
+    of ours (:class:`A3DMeshError`, already worded for the user)."""
+    if isinstance(exc, str):
+        text = exc
+    else:
+        message = str(exc).strip()
+        text = message if isinstance(exc, A3DMeshError) else (
+            f"{type(exc).__name__}: {message}" if message else type(exc).__name__)
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[0] if lines else ""
+
+
 class RunError(A3DMeshError, RuntimeError):
     """A run folder that cannot be used (one-line message)."""
 

@@ -29,7 +29,7 @@ from typing import Callable
 
 import torch
 
-from a3d_mesh.errors import A3DMeshError
+from a3d_mesh.errors import A3DMeshError, first_line
 from a3d_mesh.fields import hashgrid
 from a3d_mesh.fields.hashgrid_layout import HashGridConfig
 from a3d_mesh.fields.hashgrid_torch import hash_grid_encode
@@ -110,14 +110,6 @@ def strict_from_env() -> bool:
     return os.environ.get(STRICT_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
-def first_line(exc: BaseException | str) -> str:
-    """``"Type: first line of the message"`` (an exception) or the first line of a string."""
-    # A disagreement is our own wording; a library's exception keeps its type, which often says most.
-    text = exc if isinstance(exc, (str, Mismatch)) else f"{type(exc).__name__}: {exc}"
-    lines = [ln.strip() for ln in str(text).strip().splitlines() if ln.strip()]
-    return lines[0] if lines else ("" if isinstance(exc, str) else type(exc).__name__)
-
-
 # ----------------------------------------------------------------------------------------------
 # Tiny scenes (public: benchmarks/gpu_check.py reuses them at larger sizes).
 
@@ -176,9 +168,10 @@ def sphere_tet_grid(cells: int = 6, device: torch.device | str = "cpu", seed: in
 # Helpers shared by the checks.
 
 
-class Mismatch(RuntimeError):
+class Mismatch(A3DMeshError, RuntimeError):
     """An accelerator ran but gave non-finite values or disagreed with the reference (the check
-    functions raise it; any other exception from them is the library failing outright)."""
+    functions raise it, in our own words; any other exception from them is the library failing
+    outright)."""
 
 
 def _finite(name: str, *tensors: torch.Tensor | None) -> None:

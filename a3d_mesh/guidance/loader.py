@@ -36,11 +36,11 @@ from typing import Any
 
 import torch
 
-from a3d_mesh.errors import A3DMeshError
+from a3d_mesh.errors import A3DMeshError, first_line
 from a3d_mesh.guidance import sources
 # hub_reachable is called through this module's name so that tests can replace it here.
-from a3d_mesh.guidance.sources import (DEFAULT_PRIOR, KNOWN_PRIORS, HubAnswer, KnownPrior, first_line,
-                                       hub_offline_from_env, hub_reachable, pipeline_problem)
+from a3d_mesh.guidance.sources import (DEFAULT_PRIOR, KNOWN_PRIORS, HubAnswer, KnownPrior, hub_offline_from_env,
+                                       hub_reachable, pipeline_problem)
 from a3d_mesh.guidance.tiny import ensure_tiny_pipeline
 
 DEFAULT_MODEL = DEFAULT_PRIOR

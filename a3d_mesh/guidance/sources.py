@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from a3d_mesh.errors import first_line
+
 SD_LICENCE = "CreativeML Open RAIL++-M"
 HUB_PROBE_TIMEOUT_S = 3.0
 _TRUE = {"1", "on", "yes", "true"}
@@ -216,12 +218,6 @@ def fetch_configs(repo_id: str) -> Path:
         raise HubAnswer(f"{repo_id} is not a diffusers pipeline (no model_index.json)", bad_input=True) from None
     except Exception as exc:  # noqa: BLE001 - timeouts, TLS, proxies: one clause, not a traceback
         raise HubAnswer(f"the hub did not answer for {repo_id} ({first_line(exc)})") from None
-
-
-def first_line(exc: BaseException) -> str:
-    """The exception's type and first message line (for one-line errors)."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 # ---------------------------------------------------------------------------------------------
