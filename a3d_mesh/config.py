@@ -22,10 +22,11 @@ from typing import Any, Literal
 import yaml
 
 from a3d_mesh.cameras import CameraConfig
-from a3d_mesh.config_ranges import first_problem
+from a3d_mesh.config_ranges import first_problem, format_problem
 from a3d_mesh.errors import A3DMeshError
 from a3d_mesh.fields import HashGridConfig
 from a3d_mesh.guidance import SDSConfig
+from a3d_mesh.guidance.schedule import Ramp
 from a3d_mesh.guidance.views import ViewPromptConfig
 from a3d_mesh.simplex import CodeSamplingConfig
 
@@ -61,8 +62,6 @@ class GuidanceConfig:
     # squared, a face a few hundredths off got a vanishing pull and the box target of issue 6
     # stayed ~0.06 too large on every side (IoU 0.79); L1 at weight 1 brings it to 0.997.
     target_weight_depth: float = 1.0
-    # Editing use: the normalised input mesh (a file in the run folder) pinned to object 0.
-    pin_input: str = ""
 
 
 @dataclass
@@ -81,9 +80,9 @@ class CoarseConfig:
     occupancy_resolution: int = 32
     occupancy_every: int = 16
     occupancy_threshold: float = 0.01
-    # Orientation loss weight ramps linearly from the first to the second value over `orientation_ramp` steps.
-    orientation_weight: tuple[float, float] = (10.0, 1000.0)
-    orientation_ramp: int = 1000
+    # Orientation loss weight, a schedule of the stage's progress like every other (a number,
+    # [start, end], [start, end, begin, finish]): 10 -> 1000 over the first tenth of the stage.
+    orientation_weight: Ramp = field(default_factory=lambda: Ramp(10.0, 1000.0, 0.0, 0.1))
     opacity_weight: float = 0.0
     # Every view of the step's code must cover at least `min_opacity` of its pixels on average, or
     # pay `min_opacity_weight` per unit short (0 = off). In a joint run an object that SDS empties
@@ -109,8 +108,9 @@ class RefineConfig:
     laplacian_weight: float = 0.0
     sdf_entropy_weight: float = 0.0
     # NeRF -> DMTet hand-off: "auto" picks each object's density level from its silhouettes, the
-    # pixels where the NeRF's opacity exceeds `init_opacity` (lower keeps faint thin parts).
-    init_threshold: str = "auto"
+    # pixels where the NeRF's opacity exceeds `init_opacity` (lower keeps faint thin parts); a
+    # number fixes one density level for every object.
+    init_threshold: float | Literal["auto"] = "auto"
     init_opacity: float = 0.5
     init_steps: int = 1000
     init_views: int = 8
@@ -135,6 +135,9 @@ class ExportConfig:
     # set's scale and x/z kept; the manifest's ground_offset_m reassembles the set); "set" puts
     # only the whole set's lowest point there, so objects keep their heights within the set.
     ground: Literal["each", "set"] = "each"
+    # Also bake a tangent-space normal map from the full-resolution mesh (worth it with a face
+    # budget: the detail decimation removed comes back as shading); GLB, OBJ, USDZ and FBX carry it.
+    normal_map: bool = False
 
 
 @dataclass
@@ -156,6 +159,9 @@ class RunConfig:
     # tiny check is replaced by the torch reference with a warning; true makes that an error (exit
     # 1) for runs that must not silently run slower. A3D_STRICT_BACKENDS=1 turns it on too.
     strict_backends: bool = False
+    # generate: a set from prompts. edit: object 0 is the input mesh saved in the run folder
+    # (a3d-mesh edit sets it), pinned by a reconstruction loss; the refine stage starts from it.
+    mode: Literal["generate", "edit"] = "generate"
     camera: CameraConfig = field(default_factory=CameraConfig)
     sampling: CodeSamplingConfig = field(default_factory=CodeSamplingConfig)
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
@@ -244,6 +250,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 
 def _type_name(tp: Any) -> str:
+    """How a type reads in an error: ``float``, ``'auto'``, ``float or 'auto'``, ``list of str``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
+    if origin is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
@@ -351,13 +363,28 @@ def load_run_config(path: Path) -> RunConfig:
     A run saved before a setting existed keeps the behaviour it was made with, so that resuming
     it stays exact and its later exports match its earlier ones: runs made before view-dependent
     prompts (no ``guidance.view_prompts`` saved) go on without them, and runs made before per-asset
-    grounding (no ``export.ground``) keep the set's one ground (``set``).
+    grounding (no ``export.ground``) keep the set's one ground (``set``). Older spellings are read
+    in today's form: ``guidance.pin_input`` becomes ``mode: edit``, ``coarse.orientation_ramp`` (steps) becomes the ``orientation_weight`` ramp's
+    window, ``refine.init_threshold`` saved as a string becomes a number.
     """
     data = _read_preset(str(path))
     for section, key, then in (("guidance", "view_prompts", {"enabled": False}), ("export", "ground", "set")):
         part = data.get(section)
         if isinstance(part, dict) and key not in part:
             part[key] = then
+    guidance, coarse, refine = data.get("guidance"), data.get("coarse"), data.get("refine")
+    if isinstance(guidance, dict) and "pin_input" in guidance:  # the edit mode's old spelling
+        data.setdefault("mode", "edit" if guidance.pop("pin_input") else "generate")
+    if isinstance(coarse, dict) and "orientation_ramp" in coarse:
+        steps = coarse.get("steps", CoarseConfig.steps)
+        start, end = coarse.get("orientation_weight", (10.0, 1000.0))
+        finish = min(1.0, coarse.pop("orientation_ramp") / max(steps, 1)) if isinstance(steps, int) else 1.0
+        coarse["orientation_weight"] = [start, end, 0.0, finish]
+    if isinstance(refine, dict) and isinstance(refine.get("init_threshold"), str) and refine["init_threshold"] != "auto":
+        try:
+            refine["init_threshold"] = float(refine["init_threshold"])
+        except ValueError:
+            pass  # reported by the type check, naming the key
     return _from_data(data, str(path), ())
 
 
@@ -389,11 +416,9 @@ def validate(cfg: RunConfig) -> None:
                           f"{s.p_corner_i:g} + {s.p_corner_j:g} + {s.p_interior:g}")
     if not (cfg.device in ("auto", "cpu") or cfg.device.startswith("cuda")):
         raise ConfigError(f"config key device must be auto, cpu or cuda[:N], got {cfg.device!r}")
-    fmts = {"glb", "obj", "fbx", "usdz"}
-    bad = [f for f in cfg.export.formats if f not in fmts]
-    if bad or not cfg.export.formats:
-        what = f"unknown format '{bad[0]}'" if bad else "no format given"
-        raise ConfigError(f"export.formats: {what} (known: {', '.join(sorted(fmts))})")
+    problem = format_problem(cfg.export.formats, "export.formats")
+    if problem:
+        raise ConfigError(problem)
 
 
 def to_dict(cfg: Any) -> Any:

@@ -26,6 +26,19 @@ MIN_FACES = 4
 # table of sane size (the reference grid's finest level has 4096 vertices per axis).
 GRID_FEATURES = (1, 2, 4, 8)
 MAX_GRID_RESOLUTION = 65536
+# The export formats a3d_mesh.export writes (glb: glTF 2.0 binary; obj: OBJ + MTL + PNG; fbx: via
+# Blender; usdz: via usd-core), in the order a manifest lists them.
+EXPORT_FORMATS = ("glb", "obj", "fbx", "usdz")
+
+
+def format_problem(formats: list[str] | tuple[str, ...], where: str) -> str | None:
+    """The one-line problem of a list of export format names (``where``: the key or flag that gave
+    it), or None when every name is known and there is at least one."""
+    bad = [f for f in formats if f not in EXPORT_FORMATS]
+    if bad or not formats:
+        what = f"unknown format '{bad[0]}'" if bad else "no format given"
+        return f"{where}: {what} (known: {', '.join(EXPORT_FORMATS)})"
+    return None
 
 
 def _num(v: Any) -> bool:
@@ -94,8 +107,8 @@ def _checks(cfg: Any) -> list[tuple[str, Callable[[Any], bool], str]]:
         ("coarse.occupancy_resolution", *_ints(2, 512)),
         ("coarse.occupancy_every", *_ints(1, MAX_STEPS)),  # the grid updates when step % n == 0
         ("coarse.occupancy_threshold", *_at_least(0)),
-        ("coarse.orientation_weight", (lambda v: all(_num(x) and x >= 0 for x in v)), "two finite numbers >= 0"),
-        ("coarse.orientation_ramp", *_ints(0, MAX_STEPS)),
+        ("coarse.orientation_weight", (lambda r: all(_num(x) and x >= 0 for x in (r.start, r.end))),
+         "a schedule of finite numbers >= 0"),
         ("coarse.opacity_weight", *_at_least(0)),
         ("coarse.min_opacity", *_between(0, 1, "[)")),
         ("coarse.min_opacity_weight", *_at_least(0)),
@@ -106,7 +119,7 @@ def _checks(cfg: Any) -> list[tuple[str, Callable[[Any], bool], str]]:
         ("refine.normal_consistency_weight", *_at_least(0)),
         ("refine.laplacian_weight", *_at_least(0)),
         ("refine.sdf_entropy_weight", *_at_least(0)),
-        ("refine.init_threshold", (lambda v: v == "auto" or _num(_float_or_none(v))), "'auto' or a finite number"),
+        ("refine.init_threshold", (lambda v: v == "auto" or _num(v)), "'auto' or a finite number"),
         ("refine.init_opacity", *_between(0, 1, "()")),
         ("refine.init_steps", *_ints(0, MAX_STEPS)),
         ("refine.init_views", *_ints(1, 64)),  # orbit cameras, 360 / n degrees apart
@@ -143,13 +156,6 @@ def _checks(cfg: Any) -> list[tuple[str, Callable[[Any], bool], str]]:
             (f"{stage}.sds.resolution", *_ints(8, MAX_RESOLUTION)),
         ]
     return rows
-
-
-def _float_or_none(v: Any) -> float | None:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return None
 
 
 def _grid_fits(g: Any) -> bool:

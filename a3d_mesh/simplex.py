@@ -7,8 +7,13 @@ Object k of a set of K is the corner ``e_k``; the transition between objects i a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Union
 
 import torch
+
+# A code for a whole object ([K]) or a code field evaluated at world points ([N, 3] -> [N, K]):
+# hybrids are the set evaluated at a code field.
+Code = Union[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
 
 
 def corner(k: int, n: int, device: torch.device | str = "cpu") -> torch.Tensor:

@@ -168,7 +168,7 @@ def dry_run(run_dir: Path, prompts: tuple[str, ...], yaws: list[float], seed: in
 def measure_run(run_dir: Path) -> list[dict]:
     """Per object mesh of a finished run: fitted family, correctness, fidelity, the prompt
     family's fit (a dict of ``TemplateFit`` fields, with its yaw curve) and the GLB's path."""
-    from a3d_mesh.train.guide import load_mesh
+    from a3d_mesh.meshio import load_mesh
 
     manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
     out = []
@@ -190,7 +190,7 @@ def pairs_of(meshes: list[dict]) -> list[dict]:
     """Every pair of a set's meshes: :func:`pair_alignment` of their prompt-family fits, the
     ``shared_yaw`` score of their curves and the ``overlay`` score of the meshes (NaN where a mesh
     record has no curve or no GLB) with the templates' own ``overlay_reference``."""
-    from a3d_mesh.train.guide import load_mesh
+    from a3d_mesh.meshio import load_mesh
 
     fits = [TemplateFit(**{"yaws_deg": [], "curve": [], **{k: m["fit"][k] for k in _FIT_FIELDS if k in m["fit"]}})
             for m in meshes]

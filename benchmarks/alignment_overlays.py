@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from a3d_mesh.metrics.alignment import normalised_samples  # noqa: E402
-from a3d_mesh.train.guide import load_mesh  # noqa: E402
-from a3d_mesh.train.previews import labelled_grid, save_png  # noqa: E402
+from a3d_mesh.meshio import load_mesh  # noqa: E402
+from a3d_mesh.images import labelled_grid, save_png  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from alignment_report import MODES, by_unit, unit_summary  # noqa: E402

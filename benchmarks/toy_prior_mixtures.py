@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from a3d_mesh.guidance import encode_prompts, load_components  # noqa: E402
 from a3d_mesh.simplex import edge  # noqa: E402
 from a3d_mesh.toy.prior import sample  # noqa: E402
-from a3d_mesh.train.previews import labelled_grid, row, save_png  # noqa: E402
+from a3d_mesh.images import labelled_grid, row, save_png  # noqa: E402
 
 WEIGHTS = (1.0, 0.75, 0.5, 0.25, 0.0)
 

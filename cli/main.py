@@ -95,7 +95,7 @@ def run(
     """
     from a3d_mesh.config import load_config
     from a3d_mesh.prompts import load_prompts
-    from a3d_mesh.train.loop import Progress
+    from a3d_mesh.progress import Progress
     from a3d_mesh.train.pipeline import run as run_pipeline
 
     def go() -> Path:
@@ -163,12 +163,12 @@ def config_overrides(overrides: Optional[List[str]], seed: Optional[str], preset
 def format_list(text: str) -> List[str]:
     """``--format glb,obj``: lower-cased names, each one known (bad input, exit 2, before any work)."""
     from a3d_mesh.config import ConfigError
-    from a3d_mesh.export.asset import FORMATS
+    from a3d_mesh.config_ranges import format_problem
 
     fmts = [f.strip().lower() for f in text.split(",") if f.strip()]
-    bad = [f for f in fmts if f not in FORMATS]
-    if not fmts or bad:
-        raise ConfigError(f"--format: unknown format '{bad[0] if bad else text}' (known: {', '.join(sorted(FORMATS))})")
+    problem = format_problem(fmts, "--format")
+    if problem:
+        raise ConfigError(problem)
     return fmts
 
 
@@ -188,11 +188,9 @@ def hybrid(
 
     Example: a3d-mesh hybrid runs/pets --hybrid dogcat=dog@y>0.2,cat --blend 0.15 --hybrid-finetune 50
     """
-    from a3d_mesh.assets import TrainedSet, finish_run, hybrid_items
     from a3d_mesh.config import ConfigError
-    from a3d_mesh.export.asset import check_tools
-    from a3d_mesh.runlock import under_lock
-    from a3d_mesh.train.loop import Progress
+    from a3d_mesh.progress import Progress
+    from a3d_mesh.train.pipeline import add_hybrids
 
     def go() -> Path:
         build = hybrid_specs(hybrid, hybrid_anchors, blend)
@@ -200,15 +198,9 @@ def hybrid(
             raise ConfigError("give at least one --hybrid or --hybrid-anchors")
         steps = finetune_steps(hybrid_finetune, hybrid, hybrid_anchors)
         fmts = format_list(formats) if formats else None  # checked before any work
-        ts = TrainedSet.load(run_dir)
-        specs = build(ts.prompts, ts.cfg)  # also rejects names that clash with the set's assets
-        check_tools(fmts or ts.cfg.export.formats)  # a missing Blender / usd-core, before fine-tuning
-        progress = Progress(quiet=quiet)
-        extras = hybrid_items(ts, specs, steps, progress)
-        return finish_run(ts, run_dir, extras, formats=fmts, objects=False, keep_existing=True,
-                          log=progress.message)[0]
+        return add_hybrids(run_dir, build, steps, fmts, Progress(quiet=quiet))
 
-    manifest = guarded(lambda: under_lock(run_dir, go))  # no other process writes the run meanwhile
+    manifest = guarded(go)
     if not quiet:
         typer.echo(str(manifest))
 
@@ -242,7 +234,7 @@ def edit(
     """
     from a3d_mesh.config import load_config
     from a3d_mesh.prompts import load_prompts
-    from a3d_mesh.train.loop import Progress
+    from a3d_mesh.progress import Progress
     from a3d_mesh.train.pipeline import edit as edit_pipeline
 
     def go() -> Path:
@@ -265,21 +257,22 @@ def edit(
 @app.command("export")
 def export_cmd(
     run_dir: Path = typer.Argument(..., help="A run folder with checkpoints/refine.pt."),
-    formats: str = typer.Option("glb", "--format", "-f", help="Comma-separated: glb, obj, fbx, usdz."),
+    formats: str = typer.Option("glb", "--format", "-f", help="Comma-separated: glb, obj, fbx, usdz (any of them)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder [default: RUN_DIR/export]."),
     faces: Optional[int] = typer.Option(None, "--faces", help="Decimate each asset to at most N faces (N >= 4)."),
     texture_size: Optional[int] = typer.Option(None, "--texture-size", help="Texture width/height in pixels (16..16384)."),
+    normal_map: Optional[bool] = typer.Option(None, "--normal-map/--no-normal-map",
+                                              help="Also bake a tangent-space normal map [default: the run's export.normal_map]."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Export (again) every asset of a run, e.g. in other formats or sizes, and update the manifest.
 
-    Example: a3d-mesh export runs/pets --format glb,obj --faces 20000 --texture-size 2048
+    Example: a3d-mesh export runs/pets --format glb,obj --faces 20000 --texture-size 2048 --normal-map
     """
-    from a3d_mesh.assets import TrainedSet, finish_run
     from a3d_mesh.config import ConfigError
     from a3d_mesh.config_ranges import MAX_FACES, MIN_FACES, TEXTURE_SIZES
-    from a3d_mesh.runlock import under_lock
-    from a3d_mesh.train.loop import Progress
+    from a3d_mesh.progress import Progress
+    from a3d_mesh.run import export_run
 
     def go() -> Path:
         # The config's bounds (export.texture_size, export.target_faces), checked before any work.
@@ -287,14 +280,10 @@ def export_cmd(
             raise ConfigError(f"--texture-size must be in {TEXTURE_SIZES[0]}..{TEXTURE_SIZES[1]}, got {texture_size}")
         if faces is not None and not MIN_FACES <= faces <= MAX_FACES:
             raise ConfigError(f"--faces must be in {MIN_FACES}..{MAX_FACES}, got {faces}")
-        fmts = format_list(formats)
-        ts = TrainedSet.load(run_dir)
-        progress = Progress(quiet=quiet)
-        # In the run folder: the run's frame, edit record, earlier hybrids and previews are kept.
-        return finish_run(ts, run_dir, formats=fmts, texture_size=texture_size, target_faces=faces, out=out,
-                          previews=False, keep_existing=True, log=progress.message)[0]
+        return export_run(run_dir, format_list(formats), texture_size, faces, out, normal_map,
+                          Progress(quiet=quiet).message)
 
-    manifest = guarded(lambda: under_lock(run_dir, go))  # no other process writes the run meanwhile
+    manifest = guarded(go)
     if not quiet:
         typer.echo(str(manifest))
 

@@ -132,7 +132,7 @@ def test_parse_override_nests() -> None:
     ("refine.grid.log2_hashmap_size=30", "config key refine.grid.log2_hashmap_size must be a whole number in 4..24, got 30"),
     ("coarse.grid.per_level_scale=4", "config key coarse.grid must be a grid whose finest level"),
     ("coarse.hidden=0", "config key coarse.hidden must be a whole number in 1..1024, got 0"),
-    ("refine.init_threshold=high", "config key refine.init_threshold must be 'auto' or a finite number, got 'high'"),
+    ("refine.init_threshold=high", "config key 'refine.init_threshold': 'high' is not a float or 'auto'"),
     ("sampling.p_corner_i=-0.5", "config key sampling.p_corner_i must be in [0, 1], got -0.5"),
     ("sampling.p_corner_i=0.5", "must sum to 1, got 0.5 + 0.25 + 0.5"),
     ("bound=0", "config key bound must be a finite number > 0, got 0.0"),

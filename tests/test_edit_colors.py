@@ -14,10 +14,12 @@ from PIL import Image
 
 from a3d_mesh.cameras import orbit_cameras
 from a3d_mesh.config import load_config
-from a3d_mesh.edit import INPUT_COLORS, INPUT_FILE, prepare_input, save_input
+from a3d_mesh.run.folder import INPUT_COLORS, INPUT_FILE
+from a3d_mesh.train.edit import prepare_input, save_input
 from a3d_mesh.prompts import parse_prompts
-from a3d_mesh.train.guide import ImageTargetGuide, SurfaceColors, load_colored_mesh
-from a3d_mesh.train.loop import Progress
+from a3d_mesh.meshio import SurfaceColors, load_colored_mesh
+from a3d_mesh.train.guide import ImageTargetGuide
+from a3d_mesh.progress import Progress
 from a3d_mesh.train.pipeline import build_guides
 
 RED, GREEN = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])
@@ -104,7 +106,7 @@ def test_reconstruction_target_renders_the_input_colours(tmp_path: Path) -> None
     assert (run_dir / INPUT_COLORS).is_file() and (run_dir / INPUT_FILE).is_file()
     trimesh.creation.icosphere(subdivisions=1).export(tmp_path / "target.obj")
     cfg = load_config("tiny", ["guidance.kind=images", f"guidance.targets=[{tmp_path / 'target.obj'}]",
-                               f"guidance.pin_input={INPUT_FILE}"])
+                               "mode=edit"])
     _, guide = build_guides(cfg, parse_prompts("input: a box\nball: a ball\n"), torch.device("cpu"), Progress(quiet=True),
                             run_dir)
     cams = orbit_cameras(cfg.camera, 1, elevation=0.0)  # azimuth 0: looking down -Z, world +X to the right

@@ -15,10 +15,10 @@ import pytest
 from typer.testing import CliRunner
 
 import a3d_mesh.export.asset as asset
-from a3d_mesh.assets import STAGING_PREFIX
+from a3d_mesh.run import STAGING_PREFIX
 from a3d_mesh.config import dump_config, load_config
 from a3d_mesh.export import ExportError
-from a3d_mesh.train.loop import atomic_torch_save
+from a3d_mesh.checkpoint import atomic_torch_save
 from a3d_mesh_cli.main import app
 from tests.test_run_folder import PROMPTS, model_state, one_line_error, snapshot
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 import trimesh
 
-from a3d_mesh.assets import export_set
+from a3d_mesh.run import export_set
 from a3d_mesh.config import ConfigError, RunConfig, merge
 from a3d_mesh.export import SetTransform
 from a3d_mesh.export.frame import grounded, set_transform
@@ -34,7 +34,7 @@ def mesh_of(*parts: trimesh.Trimesh) -> tuple[torch.Tensor, torch.Tensor]:
 @dataclass
 class MeshSet:
     """A set whose model is a fixed mesh per object (code e_k) and one for any code field (a
-    hybrid): what :func:`export_set` needs of a :class:`~a3d_mesh.assets.TrainedSet`."""
+    hybrid): what :func:`export_set` needs of a :class:`~a3d_mesh.run.TrainedSet`."""
 
     objects: dict[str, tuple[torch.Tensor, torch.Tensor]]
     hybrid: tuple[torch.Tensor, torch.Tensor] | None = None

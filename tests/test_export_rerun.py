@@ -77,3 +77,16 @@ def test_reexport_keeps_earlier_hybrids_of_a_plain_run(exported: Path, tmp_path:
     for rec in recs.values():
         for rel, digest in rec["sha256"].items():
             assert sha256_file(run / "export" / rel) == digest
+
+
+def test_export_normal_map_flag_reaches_the_exporter(run_dir: Path) -> None:
+    """The normal-map exporter is reachable from the command line (and export.normal_map): the
+    GLB gains a normal texture and the manifest says so."""
+    res = runner.invoke(app, ["export", str(run_dir), "--texture-size", "32", "--normal-map", "-q"])
+    assert res.exit_code == 0, res.output
+    recs = {a["name"]: a for a in manifest(run_dir)["assets"]}
+    assert recs["cube"]["normal_map"] is True and recs["input"]["normal_map"] is True
+    data = (run_dir / "export" / recs["cube"]["files"]["glb"]).read_bytes()
+    doc = json.loads(data[20: 20 + int.from_bytes(data[12:16], "little")])
+    assert doc["materials"][0]["normalTexture"]["index"] == 1
+    assert "TANGENT" in doc["meshes"][0]["primitives"][0]["attributes"]

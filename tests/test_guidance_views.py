@@ -20,7 +20,7 @@ from a3d_mesh.guidance.views import VIEWS, prompt_texts, view_index
 from a3d_mesh.prompts import PromptSet
 from a3d_mesh.simplex import CodeSample
 from a3d_mesh.train.guide import SDSGuide, StepRender
-from a3d_mesh.train.loop import Progress
+from a3d_mesh.progress import Progress
 from a3d_mesh.train.pipeline import build_guides
 
 PROMPTS = ["a dog animal", "a cat animal"]

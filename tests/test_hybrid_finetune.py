@@ -15,10 +15,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from a3d_mesh.assets import TrainedSet, hybrid_items
+from a3d_mesh.run import TrainedSet, hybrid_assets
 from a3d_mesh.config import ConfigError, dump_config, load_config
 from a3d_mesh.hybrid import code_field, parse_hybrid
-from a3d_mesh.train.finetune import SKIP_IMAGES, parse_steps, volume_share
+from a3d_mesh.train.finetune import SKIP_IMAGES, parse_steps, tuned_hybrid_assets, volume_share
 from a3d_mesh_cli.main import app
 
 # The smallest tiny-prior run that still has a surface at both corners (about 30 s on one core).
@@ -71,7 +71,7 @@ def test_finetuned_hybrid_has_its_own_parameters(trained: Path) -> None:
     ts = TrainedSet.load(trained)
     saved = {k: v.clone() for k, v in ts.dmtet.state_dict().items()}
     spec = parse_hybrid("mix=dog@x>0,cat", ts.prompts.names)
-    plain, tuned = hybrid_items(ts, [spec])[0], hybrid_items(ts, [spec], finetune_steps=3)[0]
+    plain, tuned = hybrid_assets(ts, [spec])[0], tuned_hybrid_assets(ts, [spec], 3)[0]
     assert plain.model is None and tuned.model is not None and tuned.info["finetune"]["steps"] == 3
     moved = [k for k, v in tuned.model.dmtet.state_dict().items() if not torch.equal(v, saved[k])]
     assert moved, "three SDS steps changed no DMTet parameter"

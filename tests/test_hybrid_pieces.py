@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from a3d_mesh.assets import export_set, hybrid_items
+from a3d_mesh.run import export_set, hybrid_assets
 from a3d_mesh.hybrid import parse_hybrid
 from test_export_ground import MeshSet, box, glb_verts, mesh_of
 
@@ -18,7 +18,7 @@ BENCH = box([0.8, 0.4, 0.4], [0.0, -0.3, 0.0])
 def export_with_hybrid(tmp_path: Path, hybrid: MeshSet) -> tuple[dict, list[str]]:
     spec = parse_hybrid("mix=table@x>0,bench", list(hybrid.objects), blend=0.1)
     lines: list[str] = []
-    recs = export_set(hybrid, tmp_path, extra=hybrid_items(hybrid, [spec]), log=lines.append)
+    recs = export_set(hybrid, tmp_path, extra=hybrid_assets(hybrid, [spec]), log=lines.append)
     return {r["name"]: r for r in recs}, lines
 
 

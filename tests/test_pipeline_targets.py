@@ -14,13 +14,13 @@ import torch
 import trimesh
 from typer.testing import CliRunner
 
-from a3d_mesh.assets import TrainedSet
+from a3d_mesh.run import TrainedSet
 from a3d_mesh.config import load_config
-from a3d_mesh.edit import EditInputError, prepare_input
+from a3d_mesh.train.edit import EditInputError, prepare_input
 from a3d_mesh.geometry import is_closed_oriented_manifold, mesh_sdf
 from a3d_mesh.hybrid import code_field, parse_hybrid
 from a3d_mesh.prompts import parse_prompts
-from a3d_mesh.train.loop import Progress
+from a3d_mesh.progress import Progress
 from a3d_mesh.train.pipeline import edit, run
 from a3d_mesh_cli.main import app
 

@@ -24,9 +24,9 @@ from a3d_mesh.atomic import atomic_path
 from a3d_mesh.config import dump_config, load_config
 from a3d_mesh.geometry import DMTetField
 from a3d_mesh.runlock import LOCK_FILE, run_lock
-from a3d_mesh.train import loop
-from a3d_mesh.train.coarse import nerf_field
-from a3d_mesh.train.loop import atomic_torch_save
+from a3d_mesh import checkpoint
+from a3d_mesh.run import color_field
+from a3d_mesh.checkpoint import atomic_torch_save
 from a3d_mesh_cli.main import app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +55,7 @@ def model_state(hidden_delta: int = 0, empty: bool = False) -> dict:
     torch.manual_seed(0)
     dmtet = DMTetField(2, cfg.refine.tet_resolution, cfg.refine.grid, hidden=cfg.refine.hidden + hidden_delta,
                        bound=cfg.bound)
-    state = {"dmtet": dmtet.state_dict(), "color": nerf_field(cfg, 2).state_dict()}
+    state = {"dmtet": dmtet.state_dict(), "color": color_field(cfg, 2).state_dict()}
     if empty:  # SDF > 0 everywhere: a collapsed training, no surface at any code
         state["dmtet"]["field.heads.sdf.rest.1.weight"].zero_()
         state["dmtet"]["field.heads.sdf.rest.1.bias"].fill_(5.0)
@@ -123,7 +123,7 @@ def test_checkpoints_hold_only_plain_data(tmp_path: Path) -> None:
     import numpy as np
 
     atomic_torch_save({"step": 1, "stage": {"levels": [np.float32(0.5)], "grid": np.ones(3)}}, tmp_path / "c.pt")
-    state = loop.load_checkpoint(tmp_path / "c.pt")  # weights_only=True
+    state = checkpoint.load_checkpoint(tmp_path / "c.pt")  # weights_only=True
     assert state["stage"]["levels"] == [0.5] and torch.equal(state["stage"]["grid"], torch.ones(3, dtype=torch.float64))
     with pytest.raises(TypeError, match="Payload"):  # never written, rather than refused at resume
         atomic_torch_save({"step": 1, "stage": {"x": Payload(tmp_path / "m")}}, tmp_path / "d.pt")
@@ -291,7 +291,7 @@ def disk_fills_on_save(monkeypatch: pytest.MonkeyPatch, after_saves: int) -> Non
         calls[0] += 1
         return real(obj, f if calls[0] <= after_saves else FullAfter(f, 200))
 
-    monkeypatch.setattr(loop.torch, "save", save)
+    monkeypatch.setattr(checkpoint.torch, "save", save)
 
 
 def test_full_disk_keeps_the_previous_checkpoint(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -325,7 +325,7 @@ def test_full_disk_during_a_run_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp
     disk_fills_on_save(monkeypatch, after_saves=1)  # the step-1 checkpoint is written, the step-2 one is not
     res = runner.invoke(app, ["run", str(prompts), "--preset", "tiny", "--out", str(out), "-q", "checkpoint_every=1"])
     one_line_error(res, 1, f"no space left on device writing {out / 'checkpoints' / 'coarse.pt'}")
-    assert loop.load_checkpoint(out / "checkpoints" / "coarse.pt")["step"] == 1
+    assert checkpoint.load_checkpoint(out / "checkpoints" / "coarse.pt")["step"] == 1
     assert not list(out.rglob("*.tmp*"))
 
 

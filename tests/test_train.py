@@ -13,7 +13,7 @@ from a3d_mesh.prompts import parse_prompts
 from a3d_mesh.render.shading import render_mesh
 from a3d_mesh.simplex import corner
 from a3d_mesh.train.coarse import CoarseStage, min_opacity_loss, render_nerf
-from a3d_mesh.train.loop import Progress
+from a3d_mesh.progress import Progress
 from a3d_mesh.train.pipeline import build_guides
 from a3d_mesh.train.refine import RefineStage, choose_levels
 

@@ -7,7 +7,9 @@ raise :class:`ExportError` with a one-line message.
 """
 
 from .asset import FORMATS, export_asset
-from .bake import bake_texture, texture_png_bytes, vertex_normals
+from a3d_mesh.geometry.regularizers import vertex_normals
+
+from .bake import bake_texture, texture_png_bytes
 from .cleanup import apply_face_budget, clean_mesh, decimate
 from .errors import ExportError
 from .fbx import write_fbx

@@ -16,7 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .bake import bake_texture, texture_png_bytes, vertex_normals
+from a3d_mesh.config_ranges import EXPORT_FORMATS
+
+from a3d_mesh.geometry.regularizers import vertex_normals
+
+from .bake import bake_texture, texture_png_bytes
 from .cleanup import MIN_COMPONENT_AREA, apply_face_budget, clean_mesh
 from .errors import ExportError
 from .fbx import find_blender, write_fbx
@@ -27,7 +31,7 @@ from .obj import write_obj
 from .usdz import import_pxr, write_usdz
 from .uv import unwrap
 
-FORMATS = ("glb", "obj", "fbx", "usdz")
+FORMATS = EXPORT_FORMATS  # the one list, beside the config checks that name it
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 #: Colour of an asset exported without a colour field: light grey, so geometry reads well.
 DEFAULT_GREY = 0.8

@@ -10,7 +10,7 @@ inpainting of the rest) so that bilinear filtering and mip-mapping never pull in
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,7 +20,8 @@ from PIL import Image
 from .errors import ExportError
 from .frame import ArrayLike
 
-ColorFn = Callable[[torch.Tensor], torch.Tensor]
+if TYPE_CHECKING:  # the one definition of a colour field's signature
+    from a3d_mesh.render.shading import ColorFn
 
 
 def _to_tensor(x: ArrayLike, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -141,21 +142,3 @@ def texture_png_bytes(texture: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(tex[..., :3]), mode="RGB").save(buf, format="PNG")
     return buf.getvalue()
-
-
-def vertex_normals(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Unit area-weighted vertex normals ``[V,3]`` float32 (outward for CCW faces).
-
-    Vertices with no usable faces get ``(0, 1, 0)`` so every normal is unit length, as glTF
-    requires.
-    """
-    v = verts.astype(np.float64)
-    fn = np.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]])  # length = 2 area
-    n = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(n, faces[:, k], fn)
-    length = np.linalg.norm(n, axis=1, keepdims=True)
-    ok = length[:, 0] > 1e-20
-    n[ok] /= length[ok]
-    n[~ok] = (0.0, 1.0, 0.0)
-    return n.astype(np.float32)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .bake import dilate, vertex_normals
+from a3d_mesh.geometry.regularizers import vertex_normals
+
+from .bake import dilate
 from .errors import ExportError
 
 

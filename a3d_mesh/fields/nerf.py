@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from a3d_mesh.models import ConfigModel
+
 from .hashgrid_layout import HashGridConfig
 from .latent import LatentField
 
@@ -46,14 +48,19 @@ def blob_bias(x_world: torch.Tensor, blob_density: float, blob_radius: float) ->
     return blob_density * (1.0 - torch.linalg.vector_norm(x_world, dim=-1) / blob_radius)
 
 
-class NeRFField(nn.Module):
+class NeRFField(ConfigModel, nn.Module):
     """Latent-conditioned NeRF field: ``(x_world, u) -> (sigma [N] >= 0, albedo [N, 3] in [0, 1])``.
 
     Attributes:
         field: the :class:`LatentField` with heads ``"density"`` (1) and ``"albedo"`` (3).
         blob_density, blob_radius: blob bias parameters (world units).
         density_activation: ``"softplus"`` or ``"trunc_exp"``.
+
+    Saved and loaded with its config (:class:`a3d_mesh.models.ConfigModel`): ``save(folder)``,
+    ``NeRFField.load(folder)``.
     """
+
+    config_types = {"grid": HashGridConfig}
 
     def __init__(
         self,
@@ -82,6 +89,9 @@ class NeRFField(nn.Module):
             seed: seed of the grid initialisation.
         """
         super().__init__()
+        self.register_config(n_codes=n_codes, grid=grid, hidden=hidden, n_hidden_layers=n_hidden_layers, bound=bound,
+                             blob_density=blob_density, blob_radius=blob_radius,
+                             density_activation=density_activation)
         if density_activation not in DENSITY_ACTIVATIONS:
             raise ValueError(f"density_activation must be one of {DENSITY_ACTIVATIONS}")
         if blob_radius <= 0:

@@ -17,7 +17,7 @@ from .fit import TargetPool, fit_dmtet, mesh_target, near_surface_weights, sampl
 from .marching import marching_tets
 from .mesh_sdf import mesh_sdf, nearest_distance, point_triangle_distance_sq, winding_number
 from .regularizers import (adjacent_face_pairs, face_normals, laplacian_smoothness, mesh_edges,
-                           normal_consistency, sdf_sign_entropy)
+                           normal_consistency, sdf_sign_entropy, vertex_normals)
 from .topology import connected_components, euler_characteristic, is_closed_oriented_manifold, signed_volume
 from .tets import build_tet_grid, cells_per_axis, default_cache_dir, tet_edges, tet_grid
 
@@ -47,5 +47,6 @@ __all__ = [
     "sdf_sign_entropy",
     "tet_edges",
     "tet_grid",
+    "vertex_normals",
     "winding_number",
 ]

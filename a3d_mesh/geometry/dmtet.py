@@ -12,24 +12,21 @@ Frames: the grid is built in the unit cube ``[-0.5, 0.5]^3`` (:func:`tet_grid`) 
 
 from __future__ import annotations
 
-from typing import Callable, Union
-
 import torch
 from torch import nn
 
 from a3d_mesh.fields import HashGridConfig, LatentField
+from a3d_mesh.models import ConfigModel
+from a3d_mesh.simplex import Code
 
 from .marching import marching_tets
 from .tets import tet_edges, tet_grid
-
-# A code for the whole grid ([K]) or a code field evaluated at world points ([V, 3] -> [V, K]).
-Code = Union[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
 
 # The SDF floor on the grid's outer vertices (see ``DMTetField.sdf_and_verts``).
 BOUNDARY_SDF = 1e-4
 
 
-class DMTetField(nn.Module):
+class DMTetField(ConfigModel, nn.Module):
     """Shared DMTet grid with latent-conditioned SDF and offset heads.
 
     Attributes:
@@ -40,7 +37,12 @@ class DMTetField(nn.Module):
             access on the device of ``tets`` (a sort of 6T keys: seconds on CPU at 128).
         field: the :class:`LatentField` (its parameters are the only trainable ones).
         The buffers are not saved in ``state_dict`` (they are rebuilt from ``resolution``).
+
+    Saved and loaded with its config (:class:`a3d_mesh.models.ConfigModel`): ``save(folder)``,
+    ``DMTetField.load(folder)``.
     """
+
+    config_types = {"grid": HashGridConfig}
 
     def __init__(self, n_codes: int, resolution: int, grid: HashGridConfig, hidden: int = 64,
                  n_hidden_layers: int = 1, bound: float = 1.0, backend: str = "auto",
@@ -57,6 +59,8 @@ class DMTetField(nn.Module):
             seed: seed of the hash-table initialisation (None: global RNG).
         """
         super().__init__()
+        self.register_config(n_codes=n_codes, resolution=resolution, grid=grid, hidden=hidden,
+                             n_hidden_layers=n_hidden_layers, bound=bound)
         self.n_codes, self.resolution, self.bound = n_codes, resolution, float(bound)
         verts, tets = tet_grid(resolution)
         self.register_buffer("grid_verts", verts, persistent=False)

@@ -7,8 +7,13 @@ it to the loss and call ``backward``.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+ArrayOrTensor = TypeVar("ArrayOrTensor", np.ndarray, torch.Tensor)
 
 
 def sdf_sign_entropy(sdf: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
@@ -33,6 +38,29 @@ def sdf_sign_entropy(sdf: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
     s_a, s_b = s_a[crossing], s_b[crossing]
     return (F.binary_cross_entropy_with_logits(s_a, (s_b > 0).to(sdf.dtype))
             + F.binary_cross_entropy_with_logits(s_b, (s_a > 0).to(sdf.dtype)))
+
+
+def vertex_normals(verts: ArrayOrTensor, faces: ArrayOrTensor) -> ArrayOrTensor:
+    """Unit area-weighted vertex normals, outward for counter-clockwise faces.
+
+    Args:
+        verts: [V, 3] float; faces: [F, 3] int. Tensors (differentiable, same dtype and device
+            out) or numpy arrays (computed in float64, returned as float32, as glTF wants).
+
+    Returns:
+        [V, 3] unit normals; a vertex with no face of non-zero area gets ``(0, 1, 0)``, so every
+        normal is unit length, as glTF requires (such a vertex covers no pixel when rendered).
+    """
+    if isinstance(verts, np.ndarray):
+        n = vertex_normals(torch.from_numpy(np.asarray(verts, dtype=np.float64)),
+                           torch.from_numpy(np.asarray(faces, dtype=np.int64)))
+        return n.numpy().astype(np.float32)
+    v0, v1, v2 = verts[faces[:, 0]], verts[faces[:, 1]], verts[faces[:, 2]]
+    fn = torch.cross(v1 - v0, v2 - v0, dim=-1)  # length = twice the face's area: the weight
+    n = torch.zeros_like(verts).index_add(0, faces.reshape(-1), fn.repeat_interleave(3, 0))
+    length = torch.linalg.vector_norm(n, dim=-1, keepdim=True)
+    up = torch.tensor([0.0, 1.0, 0.0], dtype=verts.dtype, device=verts.device)
+    return torch.where(length > 1e-20, n / length.clamp_min(1e-12), up)
 
 
 def face_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:

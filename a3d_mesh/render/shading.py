@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from a3d_mesh.cameras import Cameras
+from a3d_mesh.geometry.regularizers import vertex_normals
 from a3d_mesh.render.ops import antialias, interpolate, rasterize
 
 ColorFn = Callable[[torch.Tensor], torch.Tensor]  # world points [N,3] -> rgb [N,3] in [0,1]
@@ -31,14 +32,6 @@ class Background(torch.nn.Module):
 
     def forward(self, dirs: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.net(dirs))
-
-
-def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    """Area-weighted unit vertex normals [V,3] of a CCW-outward mesh."""
-    v0, v1, v2 = verts[faces[:, 0]], verts[faces[:, 1]], verts[faces[:, 2]]
-    fn = torch.cross(v1 - v0, v2 - v0, dim=-1)
-    n = torch.zeros_like(verts).index_add(0, faces.reshape(-1), fn.repeat_interleave(3, 0))
-    return F.normalize(n, dim=-1, eps=1e-12)
 
 
 def to_clip(verts: torch.Tensor, mvp: torch.Tensor) -> torch.Tensor:

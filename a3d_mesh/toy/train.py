@@ -39,8 +39,8 @@ from a3d_mesh.toy.data import DATA_VERSION, DataConfig, caption, make_dataset, m
 from a3d_mesh.guidance.embeddings import tokenize
 from a3d_mesh.toy.prior import build_modules, new_scheduler, new_tokenizer, sample, save_prior, special_ids
 from a3d_mesh.toy.shapes import COLOURS, FAMILIES
-from a3d_mesh.train.loop import atomic_torch_save
-from a3d_mesh.train.previews import row, save_png
+from a3d_mesh.checkpoint import atomic_torch_save
+from a3d_mesh.images import row, save_png
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -16,6 +16,7 @@ from a3d_mesh.config import RunConfig
 from a3d_mesh.fields import NeRFField
 from a3d_mesh.render.shading import Background, random_light
 from a3d_mesh.render.volume import OccupancyGrid, VolumeOutput, render_rays
+from a3d_mesh.run.trained import color_field
 from a3d_mesh.simplex import corner, sample_code
 from a3d_mesh.train.guide import Guide, StepRender
 
@@ -28,12 +29,6 @@ def split_param_groups(modules: dict[str, torch.nn.Module], lr_grid: float, lr_m
             (grid if "grid" in name.split(".")[0] or ".grid." in f".{name}" else rest).append(p)
     groups = [{"params": grid, "lr": lr_grid, "name": "grid"}, {"params": rest, "lr": lr_mlp, "name": "mlp"}]
     return [g for g in groups if g["params"]]
-
-
-def ramp(values: tuple[float, float], step: int, length: int) -> float:
-    """Linear ramp from values[0] at step 0 to values[1] at ``length`` (constant after)."""
-    f = min(step / max(length, 1), 1.0)
-    return values[0] + (values[1] - values[0]) * f
 
 
 def min_opacity_loss(opacity: torch.Tensor, floor: float) -> torch.Tensor:
@@ -82,13 +77,6 @@ def render_nerf(field: NeRFField, u: torch.Tensor, cams: Cameras, resolution: in
     return cat, d
 
 
-def nerf_field(cfg: RunConfig, n_objects: int) -> NeRFField:
-    """The set's NeRF (density + albedo over one shared grid); the refine stage's colour field too."""
-    c = cfg.coarse
-    return NeRFField(n_objects, c.grid, hidden=c.hidden, bound=cfg.bound, blob_density=c.blob_density,
-                     blob_radius=c.blob_radius)
-
-
 class CoarseStage:
     """The NeRF stage as a :class:`a3d_mesh.train.loop.Stage`."""
 
@@ -98,7 +86,7 @@ class CoarseStage:
         c = cfg.coarse
         self.cfg, self.n, self.guide, self.device = cfg, n_objects, guide, device
         self.total_steps = c.steps
-        self.field = nerf_field(cfg, n_objects).to(device)
+        self.field = color_field(cfg, n_objects).to(device)
         self.background = Background().to(device)
         self.occupancy = OccupancyGrid(c.occupancy_resolution, cfg.bound, c.occupancy_threshold).to(device)
         self.opt = torch.optim.AdamW(split_param_groups({"field": self.field, "background": self.background},
@@ -134,7 +122,7 @@ class CoarseStage:
         rgb = color + (1 - opacity) * bg
         progress = i / max(self.total_steps, 1)
         loss_g, logs = self.guide(StepRender(rgb, opacity, bg, code, cams, None if albedo_only else light, progress), g)
-        w_orient = ramp(c.orientation_weight, i, c.orientation_ramp)
+        w_orient = c.orientation_weight(progress)
         orient = out.orientation.mean()
         loss = loss_g + w_orient * orient
         loss = add_min_opacity(loss, logs, opacity, c.min_opacity, c.min_opacity_weight)

@@ -41,11 +41,11 @@ from a3d_mesh.config import ConfigError
 from a3d_mesh.geometry import marching_tets
 from a3d_mesh.hybrid import HybridSpec, code_field
 from a3d_mesh.render.shading import random_light, render_mesh
-from a3d_mesh.train.loop import Progress
+from a3d_mesh.progress import Progress
+from a3d_mesh.run import HybridAsset, TrainedSet, hybrid_assets
 from a3d_mesh.train.refine import add_regularisers, optimise
 
-if TYPE_CHECKING:  # assets imports this module lazily; only the type is needed here
-    from a3d_mesh.assets import TrainedSet
+if TYPE_CHECKING:  # the guidance package is loaded only when a fine-tune is asked for
     from a3d_mesh.guidance import SDSGuidance
 
 MAX_STEPS = 100_000
@@ -63,7 +63,7 @@ def parse_steps(text: str | int | None) -> int:
 
 
 @torch.no_grad()
-def volume_share(ts: "TrainedSet", u: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+def volume_share(ts: TrainedSet, u: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """The hybrid's mean code over its own interior, ``[K]`` on the simplex (see module docstring).
 
     Averaged over the undeformed grid vertices (world frame) where the untuned hybrid's SDF is
@@ -84,7 +84,7 @@ class FinetuneStage:
     here). The per-vertex code of the DMTet grid is fixed, so it is evaluated once ([V, K]).
     """
 
-    def __init__(self, model: "TrainedSet", spec: HybridSpec, sds: "SDSGuidance", mix: torch.Tensor,
+    def __init__(self, model: TrainedSet, spec: HybridSpec, sds: "SDSGuidance", mix: torch.Tensor,
                  steps: int) -> None:
         cfg = model.cfg
         self.name = f"finetune {spec.name}"
@@ -116,7 +116,7 @@ class FinetuneStage:
         return {**logs, "faces": float(faces.shape[0])}
 
 
-def _copy_model(ts: "TrainedSet") -> "TrainedSet":
+def _copy_model(ts: TrainedSet) -> TrainedSet:
     """An independent copy of the set's fields (train mode, gradients on), same config and prompts."""
     tuned = ts.copy()
     for net in (tuned.dmtet, tuned.color):
@@ -125,8 +125,8 @@ def _copy_model(ts: "TrainedSet") -> "TrainedSet":
     return tuned
 
 
-def finetune_hybrids(ts: "TrainedSet", specs: Sequence[HybridSpec], steps: int,
-                     progress: Progress | None = None) -> list[tuple["TrainedSet", dict[str, Any]]]:
+def finetune_hybrids(ts: TrainedSet, specs: Sequence[HybridSpec], steps: int,
+                     progress: Progress | None = None) -> list[tuple[TrainedSet, dict[str, Any]]]:
     """Fine-tune each hybrid on its own copy of the model; ``ts`` is left untouched.
 
     Returns, per spec, (model to evaluate the hybrid with, manifest record of the fine-tune). For
@@ -159,3 +159,14 @@ def finetune_hybrids(ts: "TrainedSet", specs: Sequence[HybridSpec], steps: int,
         share = {name: round(float(w), 4) for name, w in zip(ts.prompts.names, mix.tolist()) if w > 0}
         out.append((tuned, {"steps": steps, "prompt_mix": share, "seconds": round(time.monotonic() - t0, 2)}))
     return out
+
+
+def tuned_hybrid_assets(ts: TrainedSet, specs: Sequence[HybridSpec], steps: int,
+                        progress: Progress | None = None) -> list[HybridAsset]:
+    """The hybrids as assets to finish, each fine-tuned ``steps`` SDS steps on its own copy of the
+    model (``steps`` 0: the set's own model, untouched; the manifest record says so)."""
+    if steps <= 0:
+        return hybrid_assets(ts, specs)
+    tuned = finetune_hybrids(ts, specs, steps, progress)
+    return [HybridAsset(a.name, a.code, {**a.info, "finetune": rec}, None if model is ts else model)
+            for a, (model, rec) in zip(hybrid_assets(ts, specs), tuned)]

@@ -1,37 +1,36 @@
-"""One run, end to end: prompts -> guidance; coarse NeRF -> DMTet refine -> previews -> export -> manifest.
+"""One run, end to end: prompts -> guidance; coarse NeRF -> DMTet refine -> models -> finish.
 
-Run folder layout::
-
-    RUN_DIR/config.yaml        the resolved configuration (what --resume uses)
-    RUN_DIR/prompts.txt        the prompt set as parsed (name: prompt)
-    RUN_DIR/checkpoints/       coarse.pt, refine.pt (atomic; resumable)
-    RUN_DIR/previews/          PNG turnarounds, set.png, transition GIFs
-    RUN_DIR/export/            one file (or folder) per asset and format
-    RUN_DIR/manifest.json      every asset with its code, files, counts and sha256
-    RUN_DIR/.a3d-mesh.lock     held by the one process working on the folder (a3d_mesh.runlock)
+The run folder (its layout, records and models) is :mod:`a3d_mesh.run`'s; training writes its
+inputs, checkpoints and trained models there and then hands over to :func:`a3d_mesh.run.finish_run`
+for previews, exports and the manifest.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from a3d_mesh.assets import RunError, TrainedSet, finish_run, hybrid_items, resolve_device
-from a3d_mesh.config import RunConfig, dump_config, load_run_config
-from a3d_mesh.atomic import atomic_write_text
-from a3d_mesh.edit import EDIT_FILE, INPUT_FILE, PinnedGuide, load_input_colors, prepare_input, save_input
+from a3d_mesh.config import ConfigError, RunConfig
+from a3d_mesh.errors import RunError
 from a3d_mesh.guidance import KNOWN_PRIORS, SDSGuidance, encode_prompts, load_components, truncation_warnings
 from a3d_mesh.hybrid import HybridSpec
-from a3d_mesh.prompts import PromptSet, load_prompts, negative_prompts
+from a3d_mesh.prompts import PromptSet, negative_prompts
 from a3d_mesh.render.shading import Background
 from a3d_mesh.runlock import run_lock
-from a3d_mesh.train.coarse import CoarseStage, nerf_field
-from a3d_mesh.train.guide import Guide, ImageTargetGuide, SDSGuide, load_mesh
-from a3d_mesh.train.loop import Progress, atomic_torch_save, run_stage
+from a3d_mesh.run import (HybridAsset, TrainedSet, color_field, finish_run, prepare_run_dir, resolve_device,
+                          save_models)
+from a3d_mesh.run.folder import INPUT_FILE, load_input_colors, write_edit_info
+from a3d_mesh.train.coarse import CoarseStage
+from a3d_mesh.train.edit import PinnedGuide, prepare_input, save_input
+from a3d_mesh.train.finetune import tuned_hybrid_assets
+from a3d_mesh.meshio import load_mesh
+from a3d_mesh.train.guide import Guide, ImageTargetGuide, SDSGuide
+from a3d_mesh.checkpoint import atomic_torch_save
+from a3d_mesh.progress import Progress
+from a3d_mesh.train.loop import run_stage
 from a3d_mesh.train.refine import RefineStage
 
 
@@ -39,12 +38,12 @@ def build_guides(cfg: RunConfig, prompts: PromptSet, device: torch.device, progr
                  run_dir: Path) -> tuple[Guide, Guide]:
     """The coarse and refine stages' guides (they share one model and one embedding cache).
 
-    Edit runs (``guidance.pin_input``) wrap the refine guide so that e_0 reconstructs the input.
+    Edit runs (``mode: edit``) wrap the refine guide so that e_0 reconstructs the input.
     """
     g = cfg.guidance
     weights = dict(mask_weight=g.target_weight_mask, normal_weight=g.target_weight_normal,
                    depth_weight=g.target_weight_depth)
-    pinned = load_mesh(run_dir / g.pin_input) if g.pin_input else None
+    pinned = load_mesh(run_dir / INPUT_FILE) if cfg.mode == "edit" else None
     if g.kind == "images":
         if pinned is not None:  # targets name the prompts after the input
             if len(g.targets) != len(prompts) - 1:
@@ -76,27 +75,6 @@ def build_guides(cfg: RunConfig, prompts: PromptSet, device: torch.device, progr
     return guide_c, guide_r
 
 
-def prepare_run_dir(out: Path, prompts: PromptSet | None, cfg: RunConfig | None, resume: bool) -> tuple[PromptSet, RunConfig]:
-    """Create a new run folder, or read an existing one back for ``--resume``."""
-    ckpts = out / "checkpoints"
-    if resume:
-        if not (out / "config.yaml").exists():
-            raise RunError(f"nothing to resume in {out} (no config.yaml); start it without --resume")
-        saved_cfg = load_run_config(out / "config.yaml")
-        saved = load_prompts(out / "prompts.txt", saved_cfg.guidance.negative_prompt,
-                             saved_cfg.guidance.negate_other_prompts)
-        if prompts is not None and (prompts.names, prompts.prompts) != (saved.names, saved.prompts):
-            raise RunError(f"the prompts differ from those of the run in {out}; resume with the same prompt file")
-        return saved, saved_cfg
-    assert prompts is not None and cfg is not None
-    if ckpts.exists() and any(ckpts.iterdir()):
-        raise RunError(f"{out} already holds a run; continue it with --resume or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", dump_config(cfg))
-    atomic_write_text(out / "prompts.txt", prompts.to_text())
-    return prompts, cfg
-
-
 def train(prompts: PromptSet, cfg: RunConfig, out: Path, progress: Progress) -> None:
     """Both stages (edit runs: refine only, from the input mesh), each resumed from its checkpoint.
 
@@ -114,8 +92,8 @@ def train(prompts: PromptSet, cfg: RunConfig, out: Path, progress: Progress) -> 
         raise RunError(str(e)) from None
     n = len(prompts)
     torch.manual_seed(cfg.seed)
-    if cfg.guidance.pin_input:
-        color, background = nerf_field(cfg, n).to(device), Background().to(device)
+    if cfg.mode == "edit":
+        color, background = color_field(cfg, n).to(device), Background().to(device)
     else:
         coarse = CoarseStage(cfg, n, guide_c, device)
         run_stage(coarse, ckpts / "coarse.pt", cfg.checkpoint_every, progress)
@@ -123,22 +101,23 @@ def train(prompts: PromptSet, cfg: RunConfig, out: Path, progress: Progress) -> 
     torch.manual_seed(cfg.seed + 1)
     refine = RefineStage(cfg, n, guide_r, color, background, device)
     if not (ckpts / "refine.pt").exists():
-        if cfg.guidance.pin_input:
+        if cfg.mode == "edit":
             progress.message("[refine] initialising every object from the input mesh's signed distance")
-            refine.initialise_from_mesh(*load_mesh(out / cfg.guidance.pin_input))
+            refine.initialise_from_mesh(*load_mesh(out / INPUT_FILE))
         else:
             progress.message("[refine] initialising the shared DMTet grid from the coarse NeRF")
             refine.initialise(progress.message)
         atomic_torch_save({"step": 0, "stage": refine.state_dict()}, ckpts / "refine.pt")
     run_stage(refine, ckpts / "refine.pt", cfg.checkpoint_every, progress)
+    save_models(out, refine.dmtet, refine.color)  # the trained set, readable without training code
 
 
 def finish(out: Path, specs: list[HybridSpec], progress: Progress, finetune_steps: int = 0) -> Path:
     """Previews, exports and the manifest of a trained run folder (hybrids fine-tuned first when
     ``finetune_steps`` > 0, on copies of the model: the set's own assets are unaffected)."""
     ts = TrainedSet.load(out)
-    extras = hybrid_items(ts, specs, finetune_steps, progress)
-    manifest, assets = finish_run(ts, out, extras, log=progress.message)
+    hybrids = tuned_hybrid_assets(ts, specs, finetune_steps, progress)
+    manifest, assets = finish_run(ts, out, hybrids, log=progress.message)
     progress.message(f"[done] {len(assets)} asset(s); manifest {manifest}")
     return manifest
 
@@ -153,6 +132,8 @@ def run(out: Path, prompts: PromptSet | None = None, cfg: RunConfig | None = Non
     hybrid with (:mod:`a3d_mesh.train.finetune`), 0 for none.
     """
     progress = progress or Progress()
+    if not resume and cfg is not None and cfg.mode == "edit":  # it needs the input that only edit saves
+        raise ConfigError("mode=edit is set by 'a3d-mesh edit INPUT_MESH PROMPTS'; use that command")
     if prompts is not None and cfg is not None and hybrids is not None:
         hybrids(prompts, cfg)  # validate before anything is written
     with run_lock(out, new=not resume):  # one process per run folder, from the first write to the manifest
@@ -185,7 +166,7 @@ def edit(out: Path, input_mesh: Path | None = None, targets: PromptSet | None = 
     prompts_all = [input_prompt] + targets.prompts
     negatives = negative_prompts(prompts_all, cfg.guidance.negative_prompt, cfg.guidance.negate_other_prompts)
     pset = PromptSet(["input"] + targets.names, prompts_all, negatives)
-    cfg = dataclasses.replace(cfg, guidance=dataclasses.replace(cfg.guidance, pin_input=INPUT_FILE))
+    cfg = dataclasses.replace(cfg, mode="edit")
     if hybrids is not None:
         hybrids(pset, cfg)  # validate against the edit's names ('input' first) before anything is written
     with run_lock(out, new=True):  # held across the resume below (the lock is re-entrant)
@@ -193,5 +174,25 @@ def edit(out: Path, input_mesh: Path | None = None, targets: PromptSet | None = 
         save_input(inp, out)
         info = {"input": str(input_mesh), "repairs": inp.repairs, "input_frame": inp.to_input_frame.to_dict(),
                 "keep_input_frame": keep_input_frame}
-        atomic_write_text(out / EDIT_FILE, json.dumps(info, indent=2) + "\n")
+        write_edit_info(out, info)
         return run(out, resume=True, progress=progress, hybrids=hybrids, hybrid_finetune=hybrid_finetune)
+
+
+def add_hybrids(run_dir: Path, build: Callable[[PromptSet, RunConfig], list[HybridSpec]], finetune_steps: int = 0,
+                formats: list[str] | None = None, progress: Progress | None = None) -> Path:
+    """``a3d-mesh hybrid``: new hybrids of a trained run (fine-tuned first when ``finetune_steps``),
+    added to its previews, exports and manifest under the run's lock; returns the manifest."""
+    from a3d_mesh.export.asset import check_tools
+    from a3d_mesh.run import add_hybrids as finish_hybrids
+    from a3d_mesh.runlock import under_lock
+
+    progress = progress or Progress()
+
+    def go() -> Path:
+        ts = TrainedSet.load(run_dir)
+        specs = build(ts.prompts, ts.cfg)  # also rejects names that clash with the set's assets
+        check_tools(formats or ts.cfg.export.formats)  # a missing Blender / usd-core, before fine-tuning
+        hybrids: list[HybridAsset] = tuned_hybrid_assets(ts, specs, finetune_steps, progress)
+        return finish_hybrids(ts, run_dir, hybrids, formats=formats, log=progress.message)
+
+    return under_lock(run_dir, go)  # no other process writes the run meanwhile

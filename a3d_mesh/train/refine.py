@@ -24,9 +24,10 @@ import torch
 from a3d_mesh.cameras import orbit_cameras, pixel_rays, sample_cameras
 from a3d_mesh.config import RefineConfig, RunConfig
 from a3d_mesh.fields import NeRFField
-from a3d_mesh.geometry import (DMTetField, fit_dmtet, laplacian_smoothness, marching_tets, mesh_target,
+from a3d_mesh.geometry import (fit_dmtet, laplacian_smoothness, marching_tets, mesh_target,
                                normal_consistency, sdf_sign_entropy, tet_grid)
 from a3d_mesh.render.shading import Background, random_light, render_mesh
+from a3d_mesh.run.trained import dmtet_field
 from a3d_mesh.simplex import corner, sample_code
 from a3d_mesh.train.coarse import add_min_opacity, render_nerf
 from a3d_mesh.train.guide import Guide, StepRender
@@ -121,7 +122,7 @@ class RefineStage:
         c = cfg.refine
         self.cfg, self.n, self.guide, self.device = cfg, n_objects, guide, device
         self.total_steps = c.steps
-        self.dmtet = DMTetField(n_objects, c.tet_resolution, c.grid, hidden=c.hidden, bound=cfg.bound).to(device)
+        self.dmtet = dmtet_field(cfg, n_objects).to(device)
         self.color, self.background = color, background
         self.levels: list[float] = []
         self.opt = torch.optim.Adam([

@@ -1,126 +1,44 @@
-"""A trained set read back from its run folder, and everything made from it: previews, exports, manifest.
+"""Finishing a run: previews, exports and the manifest, written together or not at all.
 
-Data flows one way: this module reads ``config.yaml``, ``prompts.txt`` and
-``checkpoints/refine.pt`` (never a live trainer), evaluates the shared model at codes, and hands
-plain meshes and colour functions to :mod:`a3d_mesh.export`.
+:func:`finish_run` is the one way a run's files are (re)written: ``run`` and ``edit`` finishing,
+``export`` and ``hybrid`` all come here (the CLI commands are thin), so they cannot drift apart.
+It reads only the trained set (:class:`a3d_mesh.run.TrainedSet`) and the run folder's records;
+nothing here imports training code.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import itertools
-import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
-from a3d_mesh import __version__
 from a3d_mesh.cameras import orbit_cameras
-from a3d_mesh.config import ConfigError, RunConfig, load_run_config
-from a3d_mesh.export import SetTransform, export_asset, set_transform
+from a3d_mesh.config import RunConfig
+from a3d_mesh.errors import TrainingFailed
+from a3d_mesh.export import ExportError, SetTransform, export_asset, set_transform
+from a3d_mesh.export.asset import check_tools, failures
 from a3d_mesh.export.cleanup import drop_small_components
 from a3d_mesh.export.frame import grounded
-from a3d_mesh.atomic import atomic_write_text
-from a3d_mesh.errors import RunError, TrainingFailed
-from a3d_mesh.fields import NeRFField
-from a3d_mesh.geometry import DMTetField
 from a3d_mesh.hybrid import HybridSpec, code_field
-from a3d_mesh.preflight import preflight
-from a3d_mesh.prompts import PromptSet, load_prompts, transition_file
+from a3d_mesh.images import headlight, labelled_grid, row, save_gif, save_png
+from a3d_mesh.prompts import transition_file
 from a3d_mesh.render.shading import render_mesh
-from a3d_mesh.simplex import corner, sweep
-from a3d_mesh.train.coarse import nerf_field
-from a3d_mesh.train.loop import Progress, load_checkpoint, restore
-from a3d_mesh.train.previews import headlight, labelled_grid, row, save_gif, save_png
-
-Code = torch.Tensor | Callable[[torch.Tensor], torch.Tensor]  # [K] or u(x): points [N,3] -> [N,K]
+from a3d_mesh.run.folder import export_transform, read_edit_info
+from a3d_mesh.run.manifest import write_manifest
+from a3d_mesh.run.trained import TrainedSet
+from a3d_mesh.simplex import Code, sweep
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device '{name}' asked for, but this torch has no CUDA device (use device=cpu)")
-    return torch.device(name)
-
-
-@dataclass
-class TrainedSet:
-    """The shared model of a finished (or checkpointed) refine stage."""
-
-    cfg: RunConfig
-    prompts: PromptSet
-    dmtet: DMTetField
-    color: NeRFField
-    device: torch.device
-
-    @property
-    def n(self) -> int:
-        return len(self.prompts)
-
-    def code(self, k: int) -> torch.Tensor:
-        return corner(k, self.n, self.device)
-
-    @torch.no_grad()
-    def mesh(self, u: Code) -> tuple[torch.Tensor, torch.Tensor]:
-        """World-frame mesh (verts [V,3], faces [F,3]) at a code [K] or a code field u(x)."""
-        return self.dmtet.extract(u)
-
-    def color_fn(self, u: Code) -> Callable[[torch.Tensor], torch.Tensor]:
-        """Albedo at world points [N,3] -> [N,3] for a code or code field."""
-
-        @torch.no_grad()
-        def fn(p: torch.Tensor) -> torch.Tensor:
-            p = p.to(self.device, torch.float32)
-            code = u(p) if callable(u) else u
-            return self.color(p, code)[1]
-
-        return fn
-
-    @classmethod
-    def load(cls, run_dir: Path, device: str | None = None) -> "TrainedSet":
-        run_dir = Path(run_dir)
-        ckpt = run_dir / "checkpoints" / "refine.pt"
-        for need in (run_dir / "config.yaml", run_dir / "prompts.txt", ckpt):
-            if not need.exists():
-                raise RunError(f"{run_dir} is not a trained run (missing {need.relative_to(run_dir)})")
-        cfg = load_run_config(run_dir / "config.yaml")
-        g = cfg.guidance
-        prompts = load_prompts(run_dir / "prompts.txt", g.negative_prompt, g.negate_other_prompts)
-        dev = resolve_device(device or cfg.device)
-        # export / hybrid rasterise too: a broken accelerator is switched off here, not mid-export.
-        preflight(dev, strict=cfg.strict_backends)
-        return cls._build(cfg, prompts, load_checkpoint(ckpt)["stage"], dev, source=ckpt)
-
-    @classmethod
-    def _build(cls, cfg: RunConfig, prompts: PromptSet, state: dict[str, Any], device: torch.device,
-               source: Path | None = None) -> "TrainedSet":
-        """Fresh fields of the run's architecture holding ``state`` (``{"dmtet": ..., "color": ...}``);
-        ``source``: the checkpoint it was read from, named if the state does not fit."""
-        n = len(prompts)
-        with torch.random.fork_rng(devices=[]):  # the init is overwritten: keep the caller's RNG stream
-            torch.manual_seed(0)
-            dmtet = DMTetField(n, cfg.refine.tet_resolution, cfg.refine.grid, hidden=cfg.refine.hidden, bound=cfg.bound)
-            color = nerf_field(cfg, n)
-
-        def apply() -> None:
-            dmtet.load_state_dict(state["dmtet"])
-            color.load_state_dict(state["color"])
-
-        if source is None:
-            apply()
-        else:
-            restore(source, apply)
-        return cls(cfg, prompts, dmtet.to(device).eval(), color.to(device).eval(), device)
-
-    def copy(self) -> "TrainedSet":
-        """An independent copy (new modules, cloned parameters): training it leaves this one as is.
-        Rebuilt from state dicts rather than deep-copied, which CUDA-extension modules may refuse."""
-        state = {"dmtet": {k: v.detach().clone() for k, v in self.dmtet.state_dict().items()},
-                 "color": {k: v.detach().clone() for k, v in self.color.state_dict().items()}}
-        return self._build(self.cfg, self.prompts, state, self.device)
+def guidance_model(cfg: RunConfig) -> str:
+    """What guided the run, as the manifest names it: the prior's id, or ``images`` (known targets)."""
+    return cfg.guidance.model if cfg.guidance.kind == "sds" else "images"
 
 
 def render_views(ts: TrainedSet, u: Code, n_views: int, resolution: int) -> torch.Tensor:
@@ -135,9 +53,10 @@ def render_views(ts: TrainedSet, u: Code, n_views: int, resolution: int) -> torc
 
 
 @dataclass(frozen=True)
-class Extra:
-    """An asset beyond the set's objects (a hybrid): name, code (field), manifest info, and the
-    model that evaluates it (``None``: the set's own; a fine-tuned copy for ``--hybrid-finetune``)."""
+class HybridAsset:
+    """An asset beyond the set's objects (a hybrid): name, code field, manifest info, and the
+    model that evaluates it (``None``: the set's own; a fine-tuned copy for ``--hybrid-finetune``).
+    The set's own objects are exported through the same record (code: their corner)."""
 
     name: str
     code: Code
@@ -145,20 +64,13 @@ class Extra:
     model: "TrainedSet | None" = None
 
 
-def hybrid_items(ts: TrainedSet, hybrids: Sequence[HybridSpec], finetune_steps: int = 0,
-                 progress: Progress | None = None) -> list[Extra]:
-    """One :class:`Extra` per hybrid; with ``finetune_steps`` each is first fine-tuned on a copy of
-    the model (:mod:`a3d_mesh.train.finetune`; ``ts`` stays untouched) and its info records it."""
-    if finetune_steps <= 0:
-        return [Extra(h.name, code_field(h, ts.n), {"kind": "hybrid", "hybrid": h.to_dict()}) for h in hybrids]
-    from a3d_mesh.train.finetune import finetune_hybrids  # lazy: it imports this module's TrainedSet type
-
-    tuned = finetune_hybrids(ts, hybrids, finetune_steps, progress)
-    return [Extra(h.name, code_field(h, ts.n), {"kind": "hybrid", "hybrid": h.to_dict(), "finetune": rec},
-                  None if model is ts else model) for h, (model, rec) in zip(hybrids, tuned)]
+def hybrid_assets(ts: TrainedSet, hybrids: Sequence[HybridSpec]) -> list[HybridAsset]:
+    """One :class:`HybridAsset` per hybrid, evaluated by the set's own model (no fine-tune; that is
+    training's, :func:`a3d_mesh.train.finetune.tuned_hybrid_assets`)."""
+    return [HybridAsset(h.name, code_field(h, ts.n), {"kind": "hybrid", "hybrid": h.to_dict()}) for h in hybrids]
 
 
-def write_previews(ts: TrainedSet, out_dir: Path, extras: Sequence[Extra] = (), objects: bool = True) -> list[str]:
+def write_previews(ts: TrainedSet, out_dir: Path, extras: Sequence[HybridAsset] = (), objects: bool = True) -> list[str]:
     """``<name>.png`` turnarounds of objects and extras (hybrids, each with its own model); with
     ``objects`` also ``set.png`` (the set side by side) and ``transition_<a>_<b>.gif`` sweeps."""
     p = ts.cfg.preview
@@ -182,16 +94,16 @@ def write_previews(ts: TrainedSet, out_dir: Path, extras: Sequence[Extra] = (), 
     return files
 
 
-def _tuned(e: Extra) -> str:
+def _tuned(e: HybridAsset) -> str:
     steps = e.info.get("finetune", {}).get("steps", 0)
     return f", fine-tuned {steps} steps" if steps else ""
 
 
 def export_set(ts: TrainedSet, out_dir: Path, formats: list[str] | None = None, texture_size: int | None = None,
-               target_faces: int | None = None, extra: Sequence[Extra] = (),
+               target_faces: int | None = None, extra: Sequence[HybridAsset] = (),
                log: Callable[[str], None] = lambda s: None, only_extra: bool = False,
-               transform: SetTransform | None = None) -> list[dict[str, Any]]:
-    """Export every object and every :class:`Extra` (hybrids, each evaluated by its own model);
+               transform: SetTransform | None = None, normal_map: bool | None = None) -> list[dict[str, Any]]:
+    """Export every object and every :class:`HybridAsset` (hybrids, each evaluated by its own model);
     returns manifest records.
 
     One transform serves the whole set and is computed from the objects alone, so assets added
@@ -205,7 +117,7 @@ def export_set(ts: TrainedSet, out_dir: Path, formats: list[str] | None = None, 
     """
     e = ts.cfg.export
     formats = formats or e.formats
-    objects = [Extra(name, ts.code(k), {"kind": "object", "prompt": ts.prompts.prompts[k],
+    objects = [HybridAsset(name, ts.code(k), {"kind": "object", "prompt": ts.prompts.prompts[k],
                                         "negative_prompt": ts.prompts.negatives[k], "code": ts.code(k).tolist()})
                for k, name in enumerate(ts.prompts.names)]
     meshes = {x.name: (x.model or ts).mesh(x.code) for x in objects + list(extra)}
@@ -223,6 +135,7 @@ def export_set(ts: TrainedSet, out_dir: Path, formats: list[str] | None = None, 
         rec = export_asset(x.name, v.cpu(), f.cpu(), (x.model or ts).color_fn(x.code), out_dir, formats=formats,
                            texture_size=texture_size or e.texture_size, target_faces=target_faces or e.target_faces,
                            transform=asset_tf, uv_timeout_s=e.uv_timeout_s,
+                           normal_map=e.normal_map if normal_map is None else normal_map,
                            min_component_area=e.min_component_area)
         records.append({**x.info, **rec, "ground_offset_m": offset})
         if x.info.get("kind") == "hybrid":
@@ -249,43 +162,13 @@ def _ground(transform: SetTransform, verts: torch.Tensor, faces: torch.Tensor,
     return grounded(transform, kept_v)
 
 
-_MANIFEST_KEYS = ("a3d_mesh_version", "created", "prompts", "guidance_model", "assets", "previews")
-
-
-def write_manifest(run_dir: Path, ts: TrainedSet, assets: list[dict[str, Any]], previews: list[str],
-                   keep_existing: bool = False, extra: dict[str, Any] | None = None) -> Path:
-    """``manifest.json``: every asset (name, prompt, code, files, counts, sha256) and the previews.
-
-    With ``keep_existing`` the assets and previews already listed are kept unless replaced by name,
-    and so are the old manifest's other records (adding hybrids to a finished run).
-    """
-    path = run_dir / "manifest.json"
-    kept: dict[str, Any] = {}
-    if keep_existing and path.exists():
-        old = json.loads(path.read_text(encoding="utf-8"))
-        kept = {k: v for k, v in old.items() if k not in _MANIFEST_KEYS}  # e.g. an edit run's "edit" record
-        names = {a["name"] for a in assets}
-        assets = [a for a in old.get("assets", []) if a["name"] not in names] + assets
-        previews = sorted(set(p.removeprefix("previews/") for p in old.get("previews", [])) | set(previews))
-    manifest = {
-        "a3d_mesh_version": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "prompts": [{"name": n, "prompt": p} for n, p in zip(ts.prompts.names, ts.prompts.prompts)],
-        "guidance_model": ts.cfg.guidance.model if ts.cfg.guidance.kind == "sds" else "images",
-        "assets": assets,
-        "previews": [f"previews/{p}" for p in previews],
-        **kept,
-        **(extra or {}),
-    }
-    return atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
-
-
 STAGING_PREFIX = ".a3d-staging-"
 
 
-def finish_run(ts: TrainedSet, run_dir: Path, extras: Sequence[Extra] = (), *, formats: Sequence[str] | None = None,
+def finish_run(ts: TrainedSet, run_dir: Path, extras: Sequence[HybridAsset] = (), *, formats: Sequence[str] | None = None,
                texture_size: int | None = None, target_faces: int | None = None, out: Path | None = None,
                objects: bool = True, previews: bool = True, keep_existing: bool = False,
+               normal_map: bool | None = None,
                log: Callable[[str], None] = lambda s: None) -> tuple[Path, list[dict[str, Any]]]:
     """The one way a run's previews, exports and manifest are (re)written: ``run``/``edit`` finishing,
     ``export`` and ``hybrid`` all come here. Returns (manifest path, new asset records).
@@ -305,13 +188,6 @@ def finish_run(ts: TrainedSet, run_dir: Path, extras: Sequence[Extra] = (), *, f
         ExportError: a bad format or missing tool (before anything is written), or, after the
             manifest is written, one line naming the formats whose writer failed.
     """
-    import shutil
-    import tempfile
-
-    from a3d_mesh.edit import export_transform, read_edit_info  # lazy: edit imports training modules
-    from a3d_mesh.export.asset import check_tools, failures
-    from a3d_mesh.export.errors import ExportError
-
     fmts = check_tools(formats or ts.cfg.export.formats)
     edit_info = read_edit_info(run_dir)
     dest = Path(out) if out is not None else Path(run_dir)
@@ -326,10 +202,11 @@ def finish_run(ts: TrainedSet, run_dir: Path, extras: Sequence[Extra] = (), *, f
         if shown:
             log(f"[previews] {len(shown)} files in {dest / 'previews'}")
         records = export_set(ts, stage / "export", fmts, texture_size, target_faces, extra=extras, log=log,
-                             only_extra=not objects, transform=export_transform(edit_info))
+                             only_extra=not objects, transform=export_transform(edit_info), normal_map=normal_map)
         _move_tree(stage / "previews", dest / "previews")
         _move_tree(stage / "export", export_dir)
-        manifest = write_manifest(dest, ts, records, shown, keep_existing=keep_existing and out is None,
+        manifest = write_manifest(dest, ts.prompts, guidance_model(ts.cfg), records, shown,
+                                  keep_existing=keep_existing and out is None,
                                   extra={"edit": edit_info} if edit_info else None)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
@@ -342,8 +219,6 @@ def finish_run(ts: TrainedSet, run_dir: Path, extras: Sequence[Extra] = (), *, f
 def _move_tree(src: Path, dst: Path) -> None:
     """Move every file under ``src`` to the same relative path under ``dst`` (``os.replace``: each
     file is swapped in whole; the staging folder is on the same file system)."""
-    import os
-
     if not src.exists():
         return
     for p in sorted(src.rglob("*")):
@@ -351,3 +226,25 @@ def _move_tree(src: Path, dst: Path) -> None:
             target = dst / p.relative_to(src)
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(p, target)
+
+
+def export_run(run_dir: Path, formats: Sequence[str] | None = None, texture_size: int | None = None,
+               target_faces: int | None = None, out: Path | None = None, normal_map: bool | None = None,
+               log: Callable[[str], None] = lambda s: None) -> Path:
+    """``a3d-mesh export``: re-export every asset of a trained run (its frame, edit record, earlier
+    hybrids and previews kept), under the run's lock; returns the manifest written."""
+    from a3d_mesh.runlock import under_lock
+
+    def go() -> Path:
+        ts = TrainedSet.load(run_dir)
+        return finish_run(ts, run_dir, formats=formats, texture_size=texture_size, target_faces=target_faces,
+                          out=out, previews=False, keep_existing=True, normal_map=normal_map, log=log)[0]
+
+    return under_lock(run_dir, go)  # no other process writes the run meanwhile
+
+
+def add_hybrids(ts: TrainedSet, run_dir: Path, hybrids: Sequence[HybridAsset], formats: Sequence[str] | None = None,
+                log: Callable[[str], None] = lambda s: None) -> Path:
+    """Add hybrids to a finished run: their previews, files and manifest records, the set's own
+    assets and earlier hybrids kept. The caller holds the run's lock."""
+    return finish_run(ts, run_dir, hybrids, formats=formats, objects=False, keep_existing=True, log=log)[0]

@@ -14,7 +14,6 @@ and its largest half-extent to ``FILL * bound``. The inverse is kept so results 
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +24,10 @@ import torch
 from a3d_mesh.export import ExportError, SetTransform, clean_mesh
 from a3d_mesh.atomic import atomic_write_bytes
 from a3d_mesh.errors import A3DMeshError
+from a3d_mesh.run.folder import INPUT_COLORS, INPUT_FILE
 from a3d_mesh.simplex import CodeSample
-from a3d_mesh.train.guide import Guide, ImageTargetGuide, StepRender, SurfaceColors, load_colored_mesh
+from a3d_mesh.meshio import SurfaceColors, load_colored_mesh
+from a3d_mesh.train.guide import Guide, ImageTargetGuide, StepRender
 
 FILL = 0.8  # largest half-extent of the normalised input, as a fraction of the scene cube
 MAX_INPUT_FACES = 2_000_000
@@ -39,9 +40,6 @@ MAX_COORD = 1e30
 # and it has no inside to reconstruct (measured: a zero-thickness box, edited with the tiny preset,
 # trained to an empty surface and failed at export).
 FLAT = 1e-3
-INPUT_FILE = "input.ply"
-INPUT_COLORS = "input_colors.npz"  # the input's own colours as surface samples (only when it has colour)
-EDIT_FILE = "edit.json"  # in the run folder: the input, its repairs, the map back, --keep-input-frame
 SUPPORTED = (".glb", ".gltf", ".obj", ".ply")
 
 
@@ -126,15 +124,6 @@ def save_input(mesh: InputMesh, run_dir: Path) -> Path:
     return atomic_write_bytes(run_dir / INPUT_FILE, buf.getvalue())
 
 
-def load_input_colors(run_dir: Path) -> SurfaceColors | None:
-    """The saved input's colours (set frame), or None when the input had none."""
-    path = Path(run_dir) / INPUT_COLORS
-    if not path.exists():
-        return None
-    with np.load(path) as z:
-        return SurfaceColors(z["points"], z["colors"].astype(np.float32) / 255.0)
-
-
 def is_pinned(code: CodeSample) -> bool:
     """True for the input's own corner e_0."""
     return float(code.u[0]) == 1.0
@@ -154,17 +143,3 @@ class PinnedGuide:
             loss, logs = self.pinned(r, generator)
             return loss, {"recon": logs["img"]}
         return self.other(r, generator)
-
-
-def read_edit_info(run_dir: Path) -> dict[str, Any] | None:
-    """The run folder's ``edit.json`` record, or None for a run that is not an edit."""
-    path = Path(run_dir) / EDIT_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
-
-
-def export_transform(info: dict[str, Any] | None) -> SetTransform | None:
-    """The export frame an edit run asked for: the input's own (``--keep-input-frame``), else None
-    (the set's usual metre frame). Every asset of the run, hybrids added later included, uses it."""
-    if info and info.get("keep_input_frame"):
-        return SetTransform.from_dict(info["input_frame"])
-    return None
