@@ -120,7 +120,8 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_tiny_run_end_to_end(tiny_run: Path) -> None:
     out = tiny_run
     for rel in ("config.yaml", "prompts.txt", "checkpoints/coarse.pt", "checkpoints/refine.pt", "previews/set.png",
-                "previews/dog.png", "previews/transition_dog_cat.gif"):
+                "previews/dog.png", "previews/transition_dog_cat.gif", "models/dmtet/config.json",
+                "models/dmtet/model.safetensors", "models/color/config.json", "models/color/model.safetensors"):
         assert (out / rel).is_file(), rel
     man = json.loads((out / "manifest.json").read_text())
     assert [a["name"] for a in man["assets"]] == ["dog", "cat", "fox"]
