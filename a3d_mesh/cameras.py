@@ -26,6 +26,11 @@ class CameraConfig:
     views_per_step: int = 4
     # Views of one step are spread evenly around the object (a random start), as in MVDream-style groups.
     spread_views: bool = True
+    # 0: the step's views form one spread. N > 0: views_per_step / N groups of N views (a
+    # multiple), each group spread evenly around the object from its own random start, with one
+    # elevation, distance and field of view per group: the 4-view groups a multi-view prior
+    # (MVDream) was trained on.
+    view_group: int = 0
     near: float = 0.1
     far: float = 100.0
     # Fixed camera for previews and evaluation.
@@ -108,6 +113,8 @@ def _uniform(lo_hi: tuple[float, float], n: int, g: torch.Generator) -> torch.Te
 def sample_cameras(cfg: CameraConfig, generator: torch.Generator, n: int | None = None) -> Cameras:
     """Draw ``n`` (default ``cfg.views_per_step``) training cameras using only ``generator``."""
     n = n or cfg.views_per_step
+    if cfg.view_group > 0:
+        return _sample_groups(cfg, generator, n)
     el = _uniform(cfg.elevation_range, n, generator)
     if cfg.spread_views:
         start = _uniform(cfg.azimuth_range, 1, generator)
@@ -117,6 +124,22 @@ def sample_cameras(cfg: CameraConfig, generator: torch.Generator, n: int | None 
         az = _uniform(cfg.azimuth_range, n, generator)
     dist = _uniform(cfg.distance_range, n, generator)
     fov = _uniform(cfg.fov_range, n, generator)
+    return make_cameras(el, az, dist, fov, cfg.near, cfg.far)
+
+
+def _sample_groups(cfg: CameraConfig, generator: torch.Generator, n: int) -> Cameras:
+    """``n`` cameras in consecutive groups of ``cfg.view_group``: per group one elevation,
+    distance and fov, azimuths ``start + i * 360 / view_group`` (wrapped to [-180, 180))."""
+    size = cfg.view_group
+    if n % size:
+        raise ValueError(f"{n} views do not split into groups of {size}")
+    groups = n // size
+    el = _uniform(cfg.elevation_range, groups, generator).repeat_interleave(size)
+    start = _uniform(cfg.azimuth_range, groups, generator).repeat_interleave(size)
+    az = start + torch.arange(size).repeat(groups) * (360.0 / size)
+    az = (az + 180.0) % 360.0 - 180.0
+    dist = _uniform(cfg.distance_range, groups, generator).repeat_interleave(size)
+    fov = _uniform(cfg.fov_range, groups, generator).repeat_interleave(size)
     return make_cameras(el, az, dist, fov, cfg.near, cfg.far)
 
 

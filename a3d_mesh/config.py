@@ -43,6 +43,11 @@ class GuidanceConfig:
     # A known prior ("sd-2.1-base": SD 2.1 base from the first of its hub mirrors in the local cache,
     # see a3d_mesh/guidance/sources.py), a hub id, a local diffusers folder, "toy" or "tiny".
     model: str = "sd-2.1-base"
+    # Multi-view (MVDream) priors are detected from the model itself ("mvdream-sd2.1",
+    # "tiny-mvdream", an original .pt/.safetensors checkpoint or a folder whose UNet is multi-view;
+    # docs/mvdream.md). A single-file checkpoint holds only the UNet: this SD model gives its
+    # tokenizer, text encoder, VAE and scheduler (MVDream kept SD 2.1 base's frozen).
+    base_model: str = "sd-2.1-base"
     negative_prompt: str = ""
     # Add the other prompts' subjects to each negative (method note, section 2). Off for a prior
     # that never saw such captions: the toy prior knows only "a {colour} {family}" and "", and a

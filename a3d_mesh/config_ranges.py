@@ -90,6 +90,9 @@ def _checks(cfg: Any) -> list[tuple[str, Callable[[Any], bool], str]]:
         ("camera.far", *_above(cam.near if _num(cam.near) else 0)),
         ("camera.distance_range", *_ordered(cam.near, cam.far)),
         ("camera.views_per_step", *_ints(1, 64)),  # spread views are 360 / n degrees apart
+        ("camera.view_group", (lambda v: isinstance(v, int) and 0 <= v <= 64 and (
+            v == 0 or (isinstance(cam.views_per_step, int) and cam.views_per_step % v == 0))),
+         "0 (off) or a whole number that divides camera.views_per_step"),
         ("camera.eval_elevation", *_between(-90, 90, "()")),
         ("camera.eval_fov", *_between(0, 180, "()")),
         ("camera.eval_distance", *_between(cam.near, cam.far, "()")),
@@ -154,6 +157,7 @@ def _checks(cfg: Any) -> list[tuple[str, Callable[[Any], bool], str]]:
             (f"{stage}.sds.grad_clip", (lambda v: v is None or (_num(v) and v > 0)),
              "empty (no clipping) or a finite number > 0"),
             (f"{stage}.sds.resolution", *_ints(8, MAX_RESOLUTION)),
+            (f"{stage}.sds.x0_std_rescale", *_between(0, 1)),  # a blend factor (guidance.mvdream.sds)
         ]
     return rows
 

@@ -332,12 +332,18 @@ def load_components(
     device: torch.device | str = "cpu",
     dtype: torch.dtype | None = None,
     local_files_only: bool | None = None,
+    base_model: str = DEFAULT_MODEL,
 ) -> SDComponents:
     """Load tokenizer, text encoder, UNet, VAE and scheduler of an SD-family model.
 
     Args:
         model: known prior (``"sd-2.1-base"``), hub id, local diffusers folder, ``"toy"`` or
-            ``"tiny"`` (see the module docstring).
+            ``"tiny"`` (see the module docstring); or a multi-view (MVDream) prior:
+            ``"mvdream-sd2.1"``, ``"tiny-mvdream"``, an original ``.pt``/``.safetensors``
+            checkpoint or an MVDream folder (``guidance.mvdream.loader``), whose ``unet`` is then a
+            ``MultiViewUNet2DConditionModel``.
+        base_model: for a single-file MVDream checkpoint only: the SD model whose tokenizer, text
+            encoder, VAE and scheduler go with it.
         device: where the networks go.
         dtype: network dtype; ``None`` = float16 on CUDA, float32 elsewhere.
         local_files_only: ``True`` never touches the network, ``False`` lets diffusers download,
@@ -351,9 +357,20 @@ def load_components(
         GuidanceModelError: the model cannot be found or read, or (``ModelKindError``) is of a
             kind SDS cannot use; one-line message, raised before any weights load where possible.
     """
+    # Imported here: the multi-view loader builds on this module.
+    from a3d_mesh.guidance.mvdream.loader import load_multiview_components, multiview_source
+
+    if multiview_source(model) is not None:
+        return load_multiview_components(model, device, dtype, local_files_only, base_model)
     device = torch.device(device)
     net_dtype = resolve_dtype(device, dtype)
-    source, local_only = resolve_source(model, local_files_only)
+    try:
+        source, local_only = resolve_source(model, local_files_only)
+    except ModelKindError:
+        # An uncached hub id's configs were just fetched: they may say it is a multi-view port.
+        if multiview_source(model) is not None:
+            return load_multiview_components(model, device, dtype, local_files_only, base_model)
+        raise
     parts = _load_or_raise(model, source, net_dtype, local_only, may_retry_online=local_files_only is None)
     for name in ("text_encoder", "unet", "vae"):
         if parts[name] is None:  # a pixel-space model has no VAE

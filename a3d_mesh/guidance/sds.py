@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from a3d_mesh.guidance.embeddings import PromptEmbeddings
-from a3d_mesh.guidance.loader import SDComponents
+from a3d_mesh.guidance.loader import ModelKindError, SDComponents
 from a3d_mesh.guidance.schedule import WEIGHTINGS, Ramp, sample_timesteps, sds_weight, timestep_bounds
 
 
@@ -62,6 +62,9 @@ class SDSConfig:
             64 for the tiny model); the latent side is ``resolution / 8``.
         half_precision, attention_slicing, vae_slicing, vae_checkpointing, channels_last: memory
             options, see the module docstring.
+        x0_std_rescale: multi-view (MVDream) priors only: how far the guided x0 prediction is
+            rescaled towards the un-guided one's std per view group (0 = not at all, A3D: 0.5);
+            see ``guidance.mvdream.sds``.
     """
 
     guidance_scale: float = 100.0
@@ -76,6 +79,7 @@ class SDSConfig:
     vae_slicing: bool = False
     vae_checkpointing: bool = False
     channels_last: bool = False
+    x0_std_rescale: float = 0.5
 
     def __post_init__(self) -> None:
         self.t_min = Ramp.from_data(self.t_min)
@@ -86,6 +90,8 @@ class SDSConfig:
             raise ValueError(f"input must be 'rgb' or 'latent', got {self.input!r}")
         if self.resolution % 8:
             raise ValueError(f"resolution must be a multiple of 8 (VAE factor), got {self.resolution}")
+        if not 0.0 <= self.x0_std_rescale <= 1.0:
+            raise ValueError(f"x0_std_rescale must be in [0, 1], got {self.x0_std_rescale}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SDSConfig:
@@ -181,6 +187,11 @@ class SDSGuidance:
     """
 
     def __init__(self, components: SDComponents, embeddings: PromptEmbeddings, cfg: SDSConfig, seed: int = 0) -> None:
+        frames = getattr(getattr(components.unet, "config", None), "num_frames", None)
+        if isinstance(frames, int) and not getattr(self, "multiview", False):
+            # A multi-view UNet needs views in groups with cameras: guidance.mvdream.MVDreamSDS.
+            raise ModelKindError(f"'{components.model_id}' is a multi-view (MVDream) prior, which single-view SDS "
+                                 "cannot use (hybrid fine-tuning supports Stable Diffusion priors only)")
         apply_memory_options(components, cfg)
         self.components = components
         self.cfg = cfg

@@ -1,0 +1,105 @@
+"""A tiny random-weight MVDream-like pipeline for tests and CPU smoke runs (``guidance.model=tiny-mvdream``).
+
+Same parts as ``guidance.tiny``'s SD pipeline (its tokenizer, VAE and 32-wide CLIP text encoder,
+DDPM scheduler), but the UNet is a :class:`MultiViewUNet2DConditionModel` of 4 views built from
+LDM parameters (``TINY_LDM_CONFIG``) through the same conversion as the real checkpoints, so that
+it can also be written in the original single-file layout (``convert.to_ldm_state_dict``). Saved
+with ``save_pretrained`` and loaded through the same loader as an MVDream folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from a3d_mesh.guidance.mvdream.convert import diffusers_config
+from a3d_mesh.guidance.mvdream.unet import MultiViewUNet2DConditionModel
+from a3d_mesh.guidance.tiny import (BOS_TOKEN, EOS_TOKEN, TINY_TEXT_WIDTH, model_index, tiny_modules,
+                                    tiny_vocab_and_merges, write_tiny_tokenizer)
+
+TINY_MV_FORMAT_VERSION = 1
+TINY_MV_MARKER = "a3d_tiny_mvdream.json"
+# MVDream's UNet in miniature: 2 levels (64, 128 channels), attention at the second (as SD's
+# deepest levels), 64-channel heads as MVDream's, 8x8 latents (64 px), camera MLP of 16 inputs.
+TINY_LDM_CONFIG = {
+    "image_size": 8, "in_channels": 4, "out_channels": 4, "model_channels": 64, "channel_mult": [1, 2],
+    "num_res_blocks": 1, "attention_resolutions": [2], "num_head_channels": 64, "context_dim": TINY_TEXT_WIDTH,
+    "transformer_depth": 1, "use_linear_in_transformer": True, "camera_dim": 16,
+}
+
+
+def tiny_multiview_unet(seed: int = 0, num_frames: int = 4) -> MultiViewUNet2DConditionModel:
+    """The tiny multi-view UNet with weights from ``seed`` (global RNG state restored)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = MultiViewUNet2DConditionModel(**diffusers_config(TINY_LDM_CONFIG, num_frames=num_frames))
+        # diffusers zero-initialises conv_out and the camera MLP is random but tiny: give every
+        # weight some size so that tests see the views, the camera and the text act.
+        for p in unet.parameters():
+            p.data.add_(torch.randn_like(p) * 0.05)
+    return unet
+
+
+def build_tiny_multiview_pipeline(path: Path, seed: int = 0) -> Path:
+    """Build the tiny MVDream-like pipeline at ``path`` (written next to it, then renamed in).
+
+    Returns:
+        ``path``, holding ``model_index.json`` and ``unet`` (multi-view), ``vae``,
+        ``text_encoder``, ``tokenizer`` and ``scheduler`` subfolders (a few MB).
+    """
+    from diffusers import DDPMScheduler
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    try:
+        vocab_size = write_tiny_tokenizer(staging / "tokenizer")
+        vocab, _ = tiny_vocab_and_merges()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            modules = tiny_modules(vocab_size, eos_id=vocab[EOS_TOKEN], bos_id=vocab[BOS_TOKEN])
+        modules["unet"] = tiny_multiview_unet(seed)
+        for name, module in modules.items():
+            module.save_pretrained(staging / name)
+        DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                      clip_sample=False, prediction_type="epsilon", steps_offset=1).save_pretrained(staging / "scheduler")
+        index = model_index()
+        index["_class_name"] = "MVDreamPipeline"
+        index["unet"] = ["a3d_mesh.guidance.mvdream", "MultiViewUNet2DConditionModel"]
+        (staging / "model_index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
+        (staging / TINY_MV_MARKER).write_text(json.dumps({"format": TINY_MV_FORMAT_VERSION, "seed": seed}))
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(staging, path)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return path
+
+
+def tiny_multiview_dir() -> Path:
+    """``$A3D_CACHE/models/tiny-mvdream`` (default cache root ``~/.cache/a3d-mesh``)."""
+    root = os.environ.get("A3D_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "a3d-mesh")
+    return Path(root) / "models" / "tiny-mvdream"
+
+
+def ensure_tiny_multiview_pipeline(path: Path | None = None) -> Path:
+    """The cached tiny multi-view pipeline, built (seed 0) when missing or of an older format."""
+    path = Path(path) if path is not None else tiny_multiview_dir()
+    marker = path / TINY_MV_MARKER
+    try:
+        current = json.loads(marker.read_text(encoding="utf-8")).get("format") == TINY_MV_FORMAT_VERSION
+    except (OSError, ValueError):
+        current = False
+    if not current:
+        try:
+            build_tiny_multiview_pipeline(path, seed=0)
+        except OSError:
+            if not marker.is_file():  # another process's build may have landed first
+                raise
+    return path
