@@ -3,7 +3,7 @@
 The diffusion prior is Stable Diffusion 2.1 base *built from its configuration with random
 weights* (UNet 865M parameters, VAE 84M): a step's cost does not depend on the weight values, and
 nothing is downloaded. Everything else is the project's own code path: a ``RefineStage`` with an
-``SDSGuide`` around ``SDSGuidance``, the shared ``DMTetField``, the coarse ``NeRFField`` as colour
+``PriorGuide`` around ``SDSGuidance``, the shared ``DMTetField``, the coarse ``NeRFField`` as colour
 field and the learned ``Background``. The DMTet field is first fitted to the NeRF's initial density
 blob (``RefineStage.initialise`` at a fixed density level) so that every step has a real surface.
 
@@ -52,7 +52,7 @@ from a3d_mesh.fields import NeRFField
 from a3d_mesh.guidance import PromptEmbeddings, SDComponents, SDSGuidance
 from a3d_mesh.render.shading import Background
 from a3d_mesh.simplex import corner
-from a3d_mesh.train.guide import SDSGuide
+from a3d_mesh.train.guide import PriorGuide
 from a3d_mesh.train.refine import RefineStage
 
 # Stable Diffusion 2.1 base, unet/config.json and vae/config.json (only what differs from the
@@ -128,7 +128,7 @@ def build_stage(cfg: RunConfig, n_objects: int, device: torch.device, components
     """
     comps = components if components is not None else random_sd21(device, cfg.seed)
     emb = embeddings if embeddings is not None else random_embeddings(n_objects, cfg.seed)
-    guide = SDSGuide(SDSGuidance(comps, emb, cfg.refine.sds, seed=cfg.seed + 1))
+    guide = PriorGuide(SDSGuidance(comps, emb, cfg.refine.sds, seed=cfg.seed + 1))
     torch.manual_seed(cfg.seed)
     c = cfg.coarse
     color = NeRFField(n_objects, c.grid, hidden=c.hidden, bound=cfg.bound, blob_density=c.blob_density,

@@ -9,6 +9,8 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
+from a3d_mesh.config import merge
+
 from a3d_mesh.guidance import (
     PromptEmbeddings,
     Ramp,
@@ -76,11 +78,11 @@ def test_timestep_schedule_values() -> None:
     ramp = Ramp.from_data([1.0, 0.0, 0.5, 0.75])
     assert [ramp(p) for p in (0.0, 0.5, 0.625, 0.75, 2.0)] == [1.0, 1.0, 0.5, 0.0, 0.0]
     assert Ramp.from_data(0.3)(0.9) == 0.3
-    crossed = SDSConfig.from_dict({"t_min": 0.9, "t_max": [0.5, 0.5]})
+    crossed = merge(SDSConfig(), {"t_min": 0.9, "t_max": [0.5, 0.5]})
     sds.cfg = crossed
     assert sds.timestep_range(0.5) == (500, 500)
     with pytest.raises(ValueError):
-        SDSConfig.from_dict({"t_maxx": 0.5})
+        merge(SDSConfig(), {"t_maxx": 0.5})
 
 
 def test_rgb_sds_gradient_reaches_image_parameter(tiny_setup: tuple[SDComponents, PromptEmbeddings]) -> None:

@@ -19,7 +19,7 @@ from a3d_mesh.guidance.embeddings import embed_texts, find_truncation, tokenize
 from a3d_mesh.guidance.views import VIEWS, prompt_texts, view_index
 from a3d_mesh.prompts import PromptSet
 from a3d_mesh.simplex import CodeSample
-from a3d_mesh.train.guide import SDSGuide, StepRender
+from a3d_mesh.train.guide import PriorGuide, StepRender
 from a3d_mesh.progress import Progress
 from a3d_mesh.train.pipeline import build_guides
 
@@ -172,13 +172,13 @@ def test_sds_conditions_each_item_on_its_view() -> None:
     emb = PromptEmbeddings(cond, uncond, ("a", "b"), ("", ""), ViewPromptConfig())
     sds = SDSGuidance(comps, emb, SDSConfig(input="latent"), seed=0)
     u = torch.tensor([0.25, 0.75])
-    # Cameras: back, front, overhead (SDSGuide reads the views off the step's cameras).
+    # Cameras: back, front, overhead (PriorGuide reads the views off the step's cameras).
     cams = make_cameras(torch.tensor([0.0, 10.0, 80.0]), torch.tensor([170.0, -20.0, 90.0]),
                         torch.full((3,), 3.0), torch.full((3,), 40.0))
     z = torch.nn.Parameter(torch.randn(3, 4, 2, 2))
     render = StepRender(rgb=z, mask=torch.ones(3, 2, 2, 1), background=torch.zeros(3, 2, 2, 3),
                         code=CodeSample(0, 1, 0.25, u), cams=cams, light=None, progress=0.5)
-    loss, logs = SDSGuide(sds)(render, torch.Generator().manual_seed(0))
+    loss, logs = PriorGuide(sds)(render, torch.Generator().manual_seed(0))
     loss.backward()
     assert math.isfinite(logs["sds"]) and z.grad is not None
     ctx = unet.ctx

@@ -24,7 +24,7 @@ from a3d_mesh.guidance.loader import (
     resolve_dtype,
 )
 from a3d_mesh.guidance.schedule import Ramp, sds_weight, timestep_bounds
-from a3d_mesh.guidance.sds import SDSConfig, SDSGuidance, SDSOutput, apply_memory_options, cfg_epsilon
+from a3d_mesh.guidance.sds import SDSConfig, SDSGuidance, SDSOutput, apply_memory_options, classifier_free_epsilon
 from a3d_mesh.guidance.sources import KNOWN_PRIORS, KnownPrior, PriorSource, known_prior_lines
 from a3d_mesh.guidance.tiny import build_tiny_pipeline, tiny_cache_dir
 from a3d_mesh.guidance.views import ViewPromptConfig, view_index
@@ -46,7 +46,7 @@ __all__ = [
     "ViewPromptConfig",
     "apply_memory_options",
     "build_tiny_pipeline",
-    "cfg_epsilon",
+    "classifier_free_epsilon",
     "encode_prompts",
     "known_prior_lines",
     "load_components",

@@ -34,9 +34,8 @@ The text encoder is freed after the prompts are embedded (``encode_prompts``), s
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +47,7 @@ from a3d_mesh.guidance.schedule import WEIGHTINGS, Ramp, sample_timesteps, sds_w
 
 @dataclass
 class SDSConfig:
-    """SDS settings (plain data; presets fill it with ``SDSConfig.from_dict``).
+    """SDS settings (plain data; presets fill it through :func:`a3d_mesh.config.merge`, like every config).
 
     Attributes:
         guidance_scale: classifier-free guidance scale s.
@@ -93,21 +92,6 @@ class SDSConfig:
         if not 0.0 <= self.x0_std_rescale <= 1.0:
             raise ValueError(f"x0_std_rescale must be in [0, 1], got {self.x0_std_rescale}")
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> SDSConfig:
-        """Build from preset data; unknown keys are an error (typos must not pass silently)."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown SDS settings {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**dict(data))
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data (ramps as ``[start, end, begin, finish]``)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
-        out["t_min"], out["t_max"] = self.t_min.to_data(), self.t_max.to_data()
-        return out
-
 
 @dataclass
 class SDSOutput:
@@ -148,7 +132,7 @@ def apply_memory_options(components: SDComponents, cfg: SDSConfig) -> None:
         components.unet.to(memory_format=torch.channels_last)
 
 
-def cfg_epsilon(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, scale: float) -> torch.Tensor:
+def classifier_free_epsilon(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, scale: float) -> torch.Tensor:
     """Classifier-free guidance: ``eps_u + scale * (eps_c - eps_u)`` (any matching shapes)."""
     return eps_uncond + scale * (eps_cond - eps_uncond)
 
@@ -261,7 +245,7 @@ class SDSGuidance:
             alpha_bar = self.alphas_cumprod[torch.cat([t, t])].view(-1, 1, 1, 1)
             out = v_to_epsilon(out, torch.cat([z_t, z_t]).float(), alpha_bar)
         eps_cond, eps_uncond = out.chunk(2)
-        return cfg_epsilon(eps_cond, eps_uncond, self.cfg.guidance_scale)
+        return classifier_free_epsilon(eps_cond, eps_uncond, self.cfg.guidance_scale)
 
     def __call__(
         self,

@@ -1,7 +1,7 @@
 """What a training step's renders are scored against: a diffusion prior or known target meshes.
 
 Both stages hand a :class:`StepRender` to a *guide* and get back a scalar loss plus log values.
-``SDSGuide`` wraps :class:`a3d_mesh.guidance.SDSGuidance` (score distillation at the step's code
+``PriorGuide`` wraps :class:`a3d_mesh.guidance.SDSGuidance` (score distillation at the step's code
 u, against tau(u)); ``ImageTargetGuide`` is the supported ``guidance: images`` option: a
 multi-view image loss against renders of one known mesh per object, applied at the corners of the
 simplex (interior codes get no image loss: they are what the shared, low-capacity model makes of
@@ -51,7 +51,7 @@ class Guide(Protocol):
     def __call__(self, r: StepRender, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]: ...
 
 
-class SDSGuide:
+class PriorGuide:
     """Score distillation from a diffusers prior (see :mod:`a3d_mesh.guidance`); with view-dependent
     prompting each render is scored against its own camera's view prompt."""
 

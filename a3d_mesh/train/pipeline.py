@@ -27,7 +27,7 @@ from a3d_mesh.train.coarse import CoarseStage
 from a3d_mesh.train.edit import PinnedGuide, prepare_input, save_input
 from a3d_mesh.train.finetune import tuned_hybrid_assets
 from a3d_mesh.meshio import load_mesh
-from a3d_mesh.train.guide import Guide, ImageTargetGuide, SDSGuide
+from a3d_mesh.train.guide import Guide, ImageTargetGuide, PriorGuide
 from a3d_mesh.checkpoint import atomic_torch_save
 from a3d_mesh.progress import Progress
 from a3d_mesh.train.loop import run_stage
@@ -78,8 +78,8 @@ def build_guides(cfg: RunConfig, prompts: PromptSet, device: torch.device, progr
             progress.message(line)
         emb = encode_prompts(comps, prompts.prompts, prompts.negatives, view_rule)
         sds_class = MVDreamSDS if multiview else SDSGuidance
-        guide_c = SDSGuide(sds_class(comps, emb, cfg.coarse.sds, seed=cfg.seed))
-        guide_r = SDSGuide(sds_class(comps, emb, cfg.refine.sds, seed=cfg.seed + 1))
+        guide_c = PriorGuide(sds_class(comps, emb, cfg.coarse.sds, seed=cfg.seed))
+        guide_r = PriorGuide(sds_class(comps, emb, cfg.refine.sds, seed=cfg.seed + 1))
     if pinned is not None:  # in the input's own colours when it has them, else a flat one
         colors = load_input_colors(run_dir)
         guide_r = PinnedGuide(ImageTargetGuide([pinned], **weights, colors=None if colors is None else [colors]), guide_r)

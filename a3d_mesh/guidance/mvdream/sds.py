@@ -77,7 +77,7 @@ class MVDreamSDS(SDSGuidance):
         seed: seed of the internal CPU generator (t, noise, VAE sampling).
 
     ``camera_views`` gives the per-render camera conditioning that the stages pass back as
-    ``views``, so the generic ``train.guide.SDSGuide`` drives this class unchanged.
+    ``views``, so the generic ``train.guide.PriorGuide`` drives this class unchanged.
     """
 
     multiview = True
