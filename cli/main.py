@@ -289,6 +289,33 @@ def export_cmd(
 
 
 @app.command()
+def view(
+    run_dir: Path = typer.Argument(..., help="A run folder (with manifest.json) or a folder of run folders (a batch)."),
+    port: int = typer.Option(0, "--port", help="Port to serve on; 0 takes any free one."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to serve on (0.0.0.0: every interface)."),
+    no_write: bool = typer.Option(False, "--no-write", help="Serve the existing index.html without refreshing it."),
+) -> None:
+    """Write (refresh) the folder's index.html, then serve the folder read-only until Ctrl-C.
+
+    The page shows every asset and hybrid in one synchronised 3D view, the transitions, the
+    turnarounds, prompts, codes, counts and links to every exported file.
+
+    Example: a3d-mesh view runs/pets --port 8000
+    """
+    from a3d_mesh.gallery import INDEX, GalleryError, check_folder, serve, write_page
+
+    def go() -> None:
+        check_folder(run_dir)
+        if not no_write:
+            write_page(run_dir)
+        elif not (run_dir / INDEX).is_file():
+            raise GalleryError(f"no {INDEX} in {run_dir}; drop --no-write to write it")
+        serve(run_dir, host=host, port=port)
+
+    guarded(go)
+
+
+@app.command()
 def info() -> None:
     """Show versions, which backends are active on this machine, and the presets."""
     import torch

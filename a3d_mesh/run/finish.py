@@ -21,7 +21,7 @@ import torch
 
 from a3d_mesh.cameras import orbit_cameras
 from a3d_mesh.config import RunConfig
-from a3d_mesh.errors import TrainingFailed
+from a3d_mesh.errors import A3DMeshError, TrainingFailed, first_line
 from a3d_mesh.export import ExportError, SetTransform, export_asset, set_transform
 from a3d_mesh.export.asset import check_tools, failures
 from a3d_mesh.export.cleanup import drop_small_components
@@ -210,10 +210,23 @@ def finish_run(ts: TrainedSet, run_dir: Path, extras: Sequence[HybridAsset] = ()
                                   extra={"edit": edit_info} if edit_info else None)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+    write_run_page(dest, log)
     failed = failures(records)
     if failed:
         raise ExportError(failed)
     return manifest, records
+
+
+def write_run_page(folder: Path, log: Callable[[str], None]) -> None:
+    """``folder/index.html``, the page that shows the set (:mod:`a3d_mesh.gallery`), refreshed from
+    the manifest just written. The files and manifest are the results; a page that cannot be
+    written is one warning line, not a failed run."""
+    from a3d_mesh.gallery import write_index
+
+    try:
+        log(f"[page] {write_index(folder)} (a3d-mesh view {folder} serves it)")
+    except (A3DMeshError, OSError) as e:
+        log(f"[page] warning: no index.html: {first_line(e)}")
 
 
 def _move_tree(src: Path, dst: Path) -> None:
