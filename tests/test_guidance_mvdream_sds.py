@@ -186,6 +186,12 @@ def test_a3d_mesh_run_end_to_end_with_the_tiny_multiview_prior(tmp_path: Path) -
     assert "view-dependent prompts are not used" in res.stderr
     # Both stages were scored by the multi-view prior (the mesh was not empty at refine time).
     assert "[coarse] 2/2 sds" in res.stderr and "[refine] 2/2 sds" in res.stderr
+    # A hybrid fine-tuned with the same multi-view prior (views in groups of 4, cameras passed).
+    hyb = subprocess.run([sys.executable, "-m", "a3d_mesh_cli.main", "hybrid", str(tmp_path / "run"), "--hybrid",
+                          "mix=dog@x>0,cat", "--hybrid-finetune", "1"], capture_output=True, text=True, env=env,
+                         cwd=ROOT, timeout=600)
+    assert hyb.returncode == 0, hyb.stderr[-3000:]
+    assert "[finetune mix] 1/1 sds" in hyb.stderr
     bad = subprocess.run([sys.executable, "-m", "a3d_mesh_cli.main", "run", str(prompts), "--preset", "tiny",
                           "--out", str(tmp_path / "bad"), "guidance.model=" + str(tmp_path / "missing.pt"),
                           "camera.views_per_step=4", "camera.view_group=4"], capture_output=True, text=True, env=env,

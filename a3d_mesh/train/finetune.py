@@ -43,6 +43,7 @@ from a3d_mesh.hybrid import HybridSpec, code_field
 from a3d_mesh.render.shading import random_light, render_mesh
 from a3d_mesh.progress import Progress
 from a3d_mesh.run import HybridAsset, TrainedSet, hybrid_assets
+from a3d_mesh.train.guide import load_prior
 from a3d_mesh.train.refine import add_regularisers, optimise
 
 if TYPE_CHECKING:  # the guidance package is loaded only when a fine-tune is asked for
@@ -139,15 +140,12 @@ def finetune_hybrids(ts: TrainedSet, specs: Sequence[HybridSpec], steps: int,
     if ts.cfg.guidance.kind != "sds":
         progress.message(f"[finetune] skipped: {SKIP_IMAGES}; hybrids are exported untuned")
         return [(ts, {"steps": 0, "requested_steps": steps, "skipped": SKIP_IMAGES}) for _ in specs]
-    from a3d_mesh.guidance import SDSGuidance, encode_prompts, load_components  # heavy: only when asked
-
-    progress.message(f"[finetune] loading {ts.cfg.guidance.model} on {ts.device}")
-    comps = load_components(ts.cfg.guidance.model, ts.device)
-    emb = encode_prompts(comps, ts.prompts.prompts, ts.prompts.negatives, ts.cfg.guidance.view_prompts)
+    # The same prior, loaded and conditioned as the run's stages were (multi-view priors included).
+    prior = load_prior(ts.cfg, ts.prompts, ts.device, progress.message)
     out = []
     for spec in specs:
         mix = volume_share(ts, code_field(spec, ts.n))
-        stage = FinetuneStage(_copy_model(ts), spec, SDSGuidance(comps, emb, ts.cfg.refine.sds, seed=ts.cfg.seed + 2),
+        stage = FinetuneStage(_copy_model(ts), spec, prior(ts.cfg.refine.sds, ts.cfg.seed + 2),
                               mix, steps)
         t0 = time.monotonic()
         progress.start(stage.name, 0, steps)

@@ -11,7 +11,7 @@ the corners). It is what the known-targets tests and the editing use build on.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -22,8 +22,9 @@ from a3d_mesh.prompts import PromptSet
 from a3d_mesh.render.shading import MeshRender, render_mesh
 from a3d_mesh.simplex import CodeSample
 
-if TYPE_CHECKING:  # the guidance package is only needed for the type here
-    from a3d_mesh.guidance import SDSGuidance
+if TYPE_CHECKING:  # the guidance package is loaded only when a run uses a prior
+    from a3d_mesh.config import RunConfig
+    from a3d_mesh.guidance import SDSConfig, SDSGuidance
 
 
 @dataclass
@@ -65,6 +66,46 @@ class PriorGuide:
         views = self.sds.camera_views(r.cams.elevation, r.cams.azimuth)
         out = self.sds(r.rgb, r.code.u.to(r.rgb.device), r.progress, generator=generator, views=views)
         return out.loss, {"sds": float(out.loss.detach()), "grad": float(out.grad_norm)}
+
+
+def load_prior(cfg: "RunConfig", prompts: PromptSet, device: torch.device,
+               log: Callable[[str], None]) -> Callable[["SDSConfig", int], "SDSGuidance"]:
+    """Load the run's diffusion prior once and embed its prompts; returns ``make(sds_config, seed)``,
+    the score-distillation guidance of one stage (:class:`a3d_mesh.guidance.mvdream.MVDreamSDS` for
+    a multi-view prior, else :class:`a3d_mesh.guidance.SDSGuidance`). The training stages and the
+    hybrid fine-tune share this, so they load and condition the prior the same way.
+    """
+    from a3d_mesh.guidance import KNOWN_PRIORS, SDSGuidance, encode_prompts, load_components, truncation_warnings
+    from a3d_mesh.guidance.mvdream import MVDreamSDS, check_multiview_cameras, multiview_source
+
+    g = cfg.guidance
+    # A multi-view prior (MVDream) scores views in groups of 4: check the cameras before loading.
+    multiview = multiview_source(g.model) is not None
+    if multiview:
+        check_multiview_cameras(cfg.camera)
+    log(f"[guidance] loading {g.model} on {device}")
+    comps = load_components(g.model, device, base_model=g.base_model)
+    if g.model in KNOWN_PRIORS or multiview:  # say which mirror, cache or layout the name resolved to
+        log(f"[guidance] {g.model} loaded from {comps.source}")
+    # SDS off the model's training size still runs, but guides poorly: say so once.
+    for note in dict.fromkeys(comps.resolution_note(s.resolution) for s in (cfg.coarse.sds, cfg.refine.sds)):
+        if note:
+            log(note)
+    # The camera embedding tells a multi-view prior the view: no view words in its prompts.
+    view_rule = None if multiview else g.view_prompts
+    if multiview and g.view_prompts.enabled:
+        log("[guidance] multi-view prior: view-dependent prompts are not used")
+    # A cut prompt loses its last words (and view word) without a sound otherwise (issue 28).
+    for line in truncation_warnings(comps.tokenizer, prompts.names, prompts.prompts, prompts.negatives,
+                                    view_rule):
+        log(line)
+    emb = encode_prompts(comps, prompts.prompts, prompts.negatives, view_rule)
+    sds_class = MVDreamSDS if multiview else SDSGuidance
+
+    def make(sds_cfg: "SDSConfig", seed: int) -> "SDSGuidance":
+        return sds_class(comps, emb, sds_cfg, seed=seed)
+
+    return make
 
 
 # Distinct flat albedos for target meshes without colours of their own.

@@ -15,7 +15,6 @@ import torch
 
 from a3d_mesh.config import ConfigError, RunConfig
 from a3d_mesh.errors import RunError
-from a3d_mesh.guidance import KNOWN_PRIORS, SDSGuidance, encode_prompts, load_components, truncation_warnings
 from a3d_mesh.hybrid import HybridSpec
 from a3d_mesh.prompts import PromptSet, negative_prompts
 from a3d_mesh.render.shading import Background
@@ -27,7 +26,7 @@ from a3d_mesh.train.coarse import CoarseStage
 from a3d_mesh.train.edit import PinnedGuide, prepare_input, save_input
 from a3d_mesh.train.finetune import tuned_hybrid_assets
 from a3d_mesh.meshio import load_mesh
-from a3d_mesh.train.guide import Guide, ImageTargetGuide, PriorGuide
+from a3d_mesh.train.guide import Guide, ImageTargetGuide, PriorGuide, load_prior
 from a3d_mesh.checkpoint import atomic_torch_save
 from a3d_mesh.progress import Progress
 from a3d_mesh.train.loop import run_stage
@@ -54,32 +53,9 @@ def build_guides(cfg: RunConfig, prompts: PromptSet, device: torch.device, progr
             guide = ImageTargetGuide.from_files(g.targets, prompts, **weights)
         guide_c = guide_r = guide
     else:
-        from a3d_mesh.guidance.mvdream import MVDreamSDS, check_multiview_cameras, multiview_source
-
-        # A multi-view prior (MVDream) scores views in groups of 4: check the cameras before loading.
-        multiview = multiview_source(g.model) is not None
-        if multiview:
-            check_multiview_cameras(cfg.camera)
-        progress.message(f"[guidance] loading {g.model} on {device}")
-        comps = load_components(g.model, device, base_model=g.base_model)
-        if g.model in KNOWN_PRIORS or multiview:  # say which mirror, cache or layout the name resolved to
-            progress.message(f"[guidance] {g.model} loaded from {comps.source}")
-        # SDS off the model's training size still runs, but guides poorly: say so once.
-        for note in dict.fromkeys(comps.resolution_note(s.resolution) for s in (cfg.coarse.sds, cfg.refine.sds)):
-            if note:
-                progress.message(note)
-        # The camera embedding tells a multi-view prior the view: no view words in its prompts.
-        view_rule = None if multiview else g.view_prompts
-        if multiview and g.view_prompts.enabled:
-            progress.message("[guidance] multi-view prior: view-dependent prompts are not used")
-        # A cut prompt loses its last words (and view word) without a sound otherwise (issue 28).
-        for line in truncation_warnings(comps.tokenizer, prompts.names, prompts.prompts, prompts.negatives,
-                                        view_rule):
-            progress.message(line)
-        emb = encode_prompts(comps, prompts.prompts, prompts.negatives, view_rule)
-        sds_class = MVDreamSDS if multiview else SDSGuidance
-        guide_c = PriorGuide(sds_class(comps, emb, cfg.coarse.sds, seed=cfg.seed))
-        guide_r = PriorGuide(sds_class(comps, emb, cfg.refine.sds, seed=cfg.seed + 1))
+        prior = load_prior(cfg, prompts, device, progress.message)
+        guide_c = PriorGuide(prior(cfg.coarse.sds, cfg.seed))
+        guide_r = PriorGuide(prior(cfg.refine.sds, cfg.seed + 1))
     if pinned is not None:  # in the input's own colours when it has them, else a flat one
         colors = load_input_colors(run_dir)
         guide_r = PinnedGuide(ImageTargetGuide([pinned], **weights, colors=None if colors is None else [colors]), guide_r)
