@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # the alignment benchmark end to end on dry meshes: not in the quick loop (-m 'not slow')
+
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("bench_alignment", ROOT / "benchmarks" / "alignment.py")
 bench = importlib.util.module_from_spec(spec)

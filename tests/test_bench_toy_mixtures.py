@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import importlib.util
 from pathlib import Path
 
@@ -12,6 +14,8 @@ from PIL import Image
 from a3d_mesh.guidance import load_components
 from a3d_mesh.toy.prior import sample
 from a3d_mesh.toy.scores import contexts
+
+pytestmark = pytest.mark.slow  # the toy prior sampled at mixed embeddings: not in the quick loop (-m 'not slow')
 
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("bench_mixtures", ROOT / "benchmarks" / "toy_prior_mixtures.py")

@@ -14,6 +14,8 @@ from typer.testing import CliRunner
 
 from a3d_mesh_cli.main import app
 
+pytestmark = pytest.mark.slow  # an edit run end to end (module fixture): not in the quick loop (-m 'not slow')
+
 SMALL = ["refine.steps=2", "refine.init_steps=60", "export.formats=[glb]", "export.texture_size=64",
          "preview.resolution=32", "preview.views=2", "preview.sweep_frames=2"]
 CENTRE, RADIUS = np.array([10.0, 2.0, -3.0]), 3.0  # far from the set's frame, in other units

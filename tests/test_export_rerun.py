@@ -16,6 +16,8 @@ from a3d_mesh_cli.main import app
 from tests.test_edit_hybrid import edited  # noqa: F401 - the module-scoped edit run (with a hybrid 'mix')
 from tests.test_export_failures import exported  # noqa: F401 - a tiny plain run, exported once
 
+pytestmark = pytest.mark.slow  # re-exports of end-to-end runs: not in the quick loop (-m 'not slow')
+
 runner = CliRunner()
 
 

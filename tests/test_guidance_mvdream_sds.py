@@ -155,7 +155,7 @@ MV_OVERRIDES = ["guidance.model=tiny-mvdream", "camera.views_per_step=4", "camer
 
 def test_build_guides_picks_mvdream_and_checks_cameras_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from a3d_mesh.prompts import PromptSet
-    from a3d_mesh.train.loop import Progress
+    from a3d_mesh.progress import Progress
     from a3d_mesh.train.pipeline import build_guides
 
     monkeypatch.setenv("A3D_CACHE", str(tmp_path))
@@ -168,7 +168,7 @@ def test_build_guides_picks_mvdream_and_checks_cameras_first(tmp_path: Path, mon
     def no_load(*args: object, **kwargs: object) -> None:
         raise AssertionError("the cameras must be checked before the model loads")
 
-    monkeypatch.setattr("a3d_mesh.train.pipeline.load_components", no_load)
+    monkeypatch.setattr("a3d_mesh.guidance.load_components", no_load)  # what train.guide.load_prior calls
     with pytest.raises(ValueError, match="groups of 4"):
         build_guides(bad, prompts, torch.device("cpu"), Progress(), tmp_path)
 

@@ -21,6 +21,8 @@ from a3d_mesh.hybrid import code_field, parse_hybrid
 from a3d_mesh.train.finetune import SKIP_IMAGES, parse_steps, tuned_hybrid_assets, volume_share
 from a3d_mesh_cli.main import app
 
+pytestmark = pytest.mark.slow  # a trained tiny set and SDS fine-tunes: not in the quick loop (-m 'not slow')
+
 # The smallest tiny-prior run that still has a surface at both corners (about 30 s on one core).
 SMALL = ["coarse.steps=2", "refine.steps=1", "refine.init_steps=60", "export.formats=[glb]", "export.texture_size=64",
          "preview.resolution=32", "preview.views=2", "preview.sweep_frames=2"]

@@ -24,6 +24,8 @@ from a3d_mesh.progress import Progress
 from a3d_mesh.train.pipeline import edit, run
 from a3d_mesh_cli.main import app
 
+pytestmark = pytest.mark.slow  # end-to-end runs against known target meshes: not in the quick loop (-m 'not slow')
+
 # Small but real: both stages, export and previews, on a CPU in about a minute.
 SETTINGS = [
     "guidance.kind=images", "camera.elevation_range=[-40.0, 60.0]", "sampling.p_corner_i=0.5", "sampling.p_corner_j=0.5", "sampling.p_interior=0.0",

@@ -17,6 +17,8 @@ from a3d_mesh.toy.data import DataConfig, make_dataset, make_near_misses, make_s
 from a3d_mesh.toy.train import learning_rate, load_or_make_dataset, parse_args
 from a3d_mesh.toy.train import main as train_main
 
+pytestmark = pytest.mark.slow  # toy-world training and runs: not in the quick loop (-m 'not slow')
+
 
 def _signed_volume(v: torch.Tensor, f: torch.Tensor) -> float:
     return float((v[f[:, 0]] * torch.cross(v[f[:, 1]], v[f[:, 2]], dim=-1)).sum() / 6)

@@ -95,6 +95,7 @@ def _mean_view_opacity(coarse: CoarseStage, cfg) -> list[float]:  # noqa: ANN001
                                   normals=False)[0].opacity.view(4, -1).mean(1).min()) for k in range(2)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("floor_on", [False, True])
 def test_min_opacity_keeps_every_object_visible(floor_on: bool) -> None:
     overrides = ["coarse.steps=40", "coarse.orientation_weight=[0,0]", "coarse.blob_density=2",
