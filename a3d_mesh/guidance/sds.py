@@ -132,6 +132,24 @@ def apply_memory_options(components: SDComponents, cfg: SDSConfig) -> None:
         components.unet.to(memory_format=torch.channels_last)
 
 
+def latent_loss(latents: torch.Tensor, grad: torch.Tensor, grad_clip: float | None) -> tuple[torch.Tensor, float, bool]:
+    """The score-distillation loss whose gradient w.r.t. ``latents`` [B,4,h,w] is ``grad / B``:
+    ``0.5 * ||z - sg(z - grad)||^2 / B``. A non-finite ``grad`` is zeroed (the step does nothing)
+    rather than poisoning the parameters; ``grad_clip`` clamps it elementwise. Returns (loss,
+    |grad| before clipping, whether it was non-finite), with one host sync for both numbers.
+    """
+    finite = torch.isfinite(grad).all()  # the guard itself stays on the device
+    grad = torch.where(finite, grad, torch.zeros_like(grad))
+    norm, finite_f = torch.stack([grad.norm(), finite.float()]).tolist()
+    if grad_clip is not None:
+        grad = grad.clamp(-grad_clip, grad_clip)
+    # nan_to_num passes gradient only where latents are finite, so a NaN render cannot turn the
+    # (zeroed) gradient into NaN through z - stopgrad(z).
+    z = torch.nan_to_num(latents, nan=0.0, posinf=0.0, neginf=0.0)
+    loss = 0.5 * (z - (z - grad).detach()).pow(2).sum() / latents.shape[0]
+    return loss, float(norm), finite_f < 0.5
+
+
 def classifier_free_epsilon(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, scale: float) -> torch.Tensor:
     """Classifier-free guidance: ``eps_u + scale * (eps_c - eps_u)`` (any matching shapes)."""
     return eps_uncond + scale * (eps_cond - eps_uncond)
@@ -285,15 +303,5 @@ class SDSGuidance:
         z_t = alpha_bar.sqrt() * latents.detach() + (1.0 - alpha_bar).sqrt() * noise
         w = sds_weight(self.alphas_cumprod, t, self.cfg.weighting)
         raw = w.view(-1, 1, 1, 1) * (self.guided_epsilon(z_t, t, u, views) - noise)
-        # One host sync for both diagnostics; the guard itself stays on the device.
-        finite = torch.isfinite(raw).all()
-        grad = torch.where(finite, raw, torch.zeros_like(raw))
-        norm, finite_f = torch.stack([grad.norm(), finite.float()]).tolist()
-        if self.cfg.grad_clip is not None:
-            grad = grad.clamp(-self.cfg.grad_clip, self.cfg.grad_clip)
-        # nan_to_num passes gradient only where latents are finite, so a NaN render cannot turn
-        # the (zeroed) SDS gradient into NaN through z - stopgrad(z).
-        z = torch.nan_to_num(latents, nan=0.0, posinf=0.0, neginf=0.0)
-        target = (z - grad).detach()
-        loss = 0.5 * (z - target).pow(2).sum() / batch
-        return SDSOutput(loss=loss, grad_norm=float(norm), t=t, w=w, nonfinite=finite_f < 0.5)
+        loss, norm, nonfinite = latent_loss(latents, raw, self.cfg.grad_clip)
+        return SDSOutput(loss=loss, grad_norm=norm, t=t, w=w, nonfinite=nonfinite)

@@ -230,11 +230,16 @@ def build_tiny_pipeline(path: Path, seed: int = 0) -> Path:
     return path
 
 
-def tiny_cache_dir() -> Path:
-    """Folder of the cached tiny pipeline: ``$A3D_CACHE/models/tiny-sd`` (default cache root
-    ``~/.cache/a3d-mesh``)."""
+def models_dir(name: str) -> Path:
+    """Folder of a model the project builds itself: ``$A3D_CACHE/models/<name>`` (default cache
+    root ``~/.cache/a3d-mesh``)."""
     root = os.environ.get("A3D_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "a3d-mesh")
-    return Path(root) / "models" / "tiny-sd"
+    return Path(root) / "models" / name
+
+
+def tiny_cache_dir() -> Path:
+    """Folder of the cached tiny pipeline: ``$A3D_CACHE/models/tiny-sd``."""
+    return models_dir("tiny-sd")
 
 
 def is_current_tiny(path: Path) -> bool:

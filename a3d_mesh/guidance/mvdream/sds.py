@@ -32,7 +32,7 @@ from a3d_mesh.guidance.loader import SDComponents
 from a3d_mesh.guidance.mvdream.cameras import mvdream_camera_from_angles
 from a3d_mesh.guidance.mvdream.unet import is_multiview_unet, set_multiview_attention
 from a3d_mesh.guidance.schedule import sample_timesteps
-from a3d_mesh.guidance.sds import SDSConfig, SDSGuidance, SDSOutput, v_to_epsilon
+from a3d_mesh.guidance.sds import SDSConfig, SDSGuidance, SDSOutput, latent_loss, v_to_epsilon
 
 
 MVDREAM_FRAMES = 4  # views per group of every released MVDream model
@@ -144,13 +144,7 @@ class MVDreamSDS(SDSGuidance):
         alpha_bar = self.alphas_cumprod[t].view(-1, 1, 1, 1)
         z_t = alpha_bar.sqrt() * latents.detach() + (1.0 - alpha_bar).sqrt() * noise
         x0 = self.predict_x0(z_t, t, u, views)
-        raw = latents.detach() - x0
-        finite = torch.isfinite(raw).all()
-        grad = torch.where(finite, raw, torch.zeros_like(raw))
-        norm, finite_f = torch.stack([grad.norm(), finite.float()]).tolist()
-        if self.cfg.grad_clip is not None:
-            grad = grad.clamp(-self.cfg.grad_clip, self.cfg.grad_clip)
-        z = torch.nan_to_num(latents, nan=0.0, posinf=0.0, neginf=0.0)
-        loss = 0.5 * (z - (z - grad).detach()).pow(2).sum() / batch
+        # x0-reconstruction: the gradient on z is z - sg(x0_hat), i.e. loss 0.5 ||z - sg(x0_hat)||^2.
+        loss, norm, nonfinite = latent_loss(latents, latents.detach() - x0, self.cfg.grad_clip)
         w = torch.ones(batch, dtype=torch.float32, device=t.device)
-        return SDSOutput(loss=loss, grad_norm=float(norm), t=t, w=w, nonfinite=finite_f < 0.5)
+        return SDSOutput(loss=loss, grad_norm=norm, t=t, w=w, nonfinite=nonfinite)

@@ -19,7 +19,7 @@ import torch
 
 from a3d_mesh.guidance.mvdream.convert import diffusers_config
 from a3d_mesh.guidance.mvdream.unet import MultiViewUNet2DConditionModel
-from a3d_mesh.guidance.tiny import (BOS_TOKEN, EOS_TOKEN, TINY_TEXT_WIDTH, model_index, tiny_modules,
+from a3d_mesh.guidance.tiny import (BOS_TOKEN, EOS_TOKEN, TINY_TEXT_WIDTH, model_index, models_dir, tiny_modules,
                                     tiny_vocab_and_merges, write_tiny_tokenizer)
 
 TINY_MV_FORMAT_VERSION = 1
@@ -84,8 +84,7 @@ def build_tiny_multiview_pipeline(path: Path, seed: int = 0) -> Path:
 
 def tiny_multiview_dir() -> Path:
     """``$A3D_CACHE/models/tiny-mvdream`` (default cache root ``~/.cache/a3d-mesh``)."""
-    root = os.environ.get("A3D_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "a3d-mesh")
-    return Path(root) / "models" / "tiny-mvdream"
+    return models_dir("tiny-mvdream")
 
 
 def ensure_tiny_multiview_pipeline(path: Path | None = None) -> Path:
