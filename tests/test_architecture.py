@@ -21,7 +21,7 @@ RULES = {
     "guidance": ("a3d_mesh.train", "a3d_mesh.run", "a3d_mesh.export"),
 }
 # modules outside those folders that sit below training
-BASE = ("progress.py", "images.py", "meshio.py", "checkpoint.py", "models.py", "atomic.py", "errors.py")
+BASE = ("progress.py", "images.py", "meshio.py", "checkpoint.py", "models.py", "atomic.py", "errors.py", "config_types.py")
 
 
 def imported(path: Path) -> set[str]:
