@@ -1,14 +1,18 @@
 """Preflight: every backend a run will use runs a tiny forward and backward before training.
 
 Backends (optional CUDA accelerator / reference on any device): rasteriser (nvdiffrast / the CPU
-path of ``render.ops``), hash grid (tinycudann / torch), marching tets (kaolin / torch).
+path of ``render.ops``), hash grid (tinycudann, else the Triton kernels / torch), marching tets
+(kaolin / torch).
 On a CUDA device each installed, enabled accelerator runs a tiny scene (:func:`random_triangles`,
 :func:`random_points`, :func:`sphere_tet_grid`) forward and backward next to the reference; its
 outputs and gradients must be finite and agree with the reference's at a loose tolerance (a backend
 that runs but is wrong is as bad as one that does not load). An accelerator that fails is switched
 off for the rest of the process (``_nvdr.disable``, ``hashgrid.disable_tcnn``,
-``marching.disable_kaolin``; every ``auto`` selection respects them) with ONE warning line naming
-the backend and the first line of the cause, or, when strict, raises :class:`BackendError`. The
+``hashgrid.disable_triton``, ``marching.disable_kaolin``; every ``auto`` selection respects them)
+with ONE warning line naming the backend and the first line of the cause, or, when strict, raises
+:class:`BackendError`. The hash grid has a chain of two accelerators, in ``auto``'s order: when
+tinycudann is not used (not installed, switched off, failed), the Triton kernels are checked next
+(on CUDA only), so whatever ``auto`` will pick has been compared with the reference. The
 reference failing is always a :class:`BackendError`. A run calls :func:`preflight` before it builds
 its guides, so no accelerator can fail after training started; ``a3d-mesh info`` prints the report.
 
@@ -268,8 +272,10 @@ _CHECK_GRID = HashGridConfig(n_levels=4, n_features_per_level=2, log2_hashmap_si
                              per_level_scale=2.0)
 
 
-def check_hash_grid(device: torch.device, accelerated: bool, n_points: int = 256) -> dict[str, torch.Tensor]:
-    """Encode :func:`random_points` with the torch path, and with tinycudann compared with it.
+def check_hash_grid(device: torch.device, accelerated: bool, n_points: int = 256,
+                    accelerator: str = "tinycudann") -> dict[str, torch.Tensor]:
+    """Encode :func:`random_points` with the torch path, and with ``accelerator`` (``"tinycudann"``
+    or ``"triton"``) compared with it.
 
     The table is filled with values in [-1, 1] (not tcnn's 1e-4 init) so the comparison means
     something. Returns the reference's ``features`` and ``grad`` (w.r.t. the table).
@@ -290,10 +296,15 @@ def check_hash_grid(device: torch.device, accelerated: bool, n_points: int = 256
     feats, grad = run(lambda p: hash_grid_encode(p, grid.params, grid.layouts, _CHECK_GRID.n_features_per_level))
     _finite("the torch hash grid", feats, grad)
     if accelerated:
-        a_feats, a_grad = run(grid._forward_tcnn)
-        _finite("tinycudann", a_feats, a_grad)
-        _agree("tinycudann", a_feats, feats, a_grad, grad)
+        a_feats, a_grad = run(grid._forward_tcnn if accelerator == "tinycudann" else grid._forward_triton)
+        _finite(accelerator, a_feats, a_grad)
+        _agree(accelerator, a_feats, feats, a_grad, grad)
     return {"features": feats, "grad": grad}
+
+
+def check_hash_grid_triton(device: torch.device, accelerated: bool, n_points: int = 256) -> dict[str, torch.Tensor]:
+    """:func:`check_hash_grid` with the Triton kernels as the accelerator."""
+    return check_hash_grid(device, accelerated, n_points, accelerator="triton")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -345,6 +356,9 @@ class _Backend:
     disable: Callable[[str], None]
     ref_version: Callable[[], str]
     opted_out: Callable[[], bool] = lambda: False  # the user's own switch (A3D_NO_TCNN)
+    opt_out_env: str = ""  # the name of that switch, for the note
+    runs_on: Callable[[torch.device], bool] = lambda device: True  # devices it can take tensors on
+    then: _Backend | None = None  # the accelerator ``auto`` uses when this one is not used
 
 
 def _torch_version() -> str:
@@ -360,7 +374,13 @@ def _backends() -> list[_Backend]:
         _Backend("hash grid", "tinycudann", "torch", check_hash_grid, hashgrid.tcnn_disabled,
                  lambda: None if hashgrid.import_tcnn() else hashgrid.tcnn_import_error() or "import failed",
                  lambda: _dist_version("tinycudann"), hashgrid.disable_tcnn, _torch_version,
-                 hashgrid.tcnn_disabled_by_env),
+                 hashgrid.tcnn_disabled_by_env, "A3D_NO_TCNN",
+                 then=_Backend("hash grid", "triton", "torch", check_hash_grid_triton, hashgrid.triton_disabled,
+                               lambda: None if hashgrid.import_triton() else hashgrid.triton_import_error()
+                               or "import failed", lambda: _dist_version("triton"), hashgrid.disable_triton,
+                               _torch_version, hashgrid.triton_disabled_by_env, hashgrid.NO_TRITON_ENV,
+                               # Triton takes CUDA tensors; CPU ones only in its interpreter (tests).
+                               lambda device: device.type == "cuda" or hashgrid.triton_interpreting())),
         _Backend("marching tets", "kaolin", "torch", check_marching, marching.kaolin_disabled,
                  marching.kaolin_import_error, lambda: _dist_version("kaolin"), marching.disable_kaolin,
                  _torch_version),
@@ -370,6 +390,41 @@ def _backends() -> list[_Backend]:
 def _wants_accelerators(device: torch.device) -> bool:
     """Whether ``auto`` selections on ``device`` would use the accelerators: on CUDA only."""
     return device.type == "cuda"
+
+
+def _try_accelerator(acc: _Backend, device: torch.device, try_acc: bool, strict: bool
+                     ) -> tuple[str, str, str | None]:
+    """Decide whether one accelerator is used: ``("used", "", None)`` when it passed its check,
+    ``("skipped", note, None)`` when it is not installed, not tried on this device or opted out,
+    ``("fallback", note, cause)`` when it was switched off earlier (cause None) or failed now (cause:
+    the failure's first line; the caller disables it and warns).
+
+    Raises:
+        BackendError: strict, and it failed now.
+    """
+    if not _installed(acc.accelerator):  # first: on a CPU machine "not installed" is the news
+        return "skipped", f"{acc.accelerator} not installed", None
+    if not try_acc or not acc.runs_on(device):
+        return "skipped", f"{acc.accelerator} not used on {device.type}", None
+    if acc.opted_out():
+        return "skipped", f"{acc.accelerator} switched off by {acc.opt_out_env}", None
+    if (off := acc.disabled()) is not None:
+        return "fallback", f"{acc.accelerator} disabled: {off}", None
+    try:
+        cause = acc.load_error()
+        cause = None if cause is None else first_line(cause)
+    except Exception as exc:  # noqa: BLE001 - an import that fails in an unexpected way
+        cause = first_line(exc)
+    if cause is None:
+        try:
+            acc.check(device, True)
+            return "used", "", None
+        except Exception as exc:  # noqa: BLE001 - any failure of an optional library means "replace it"
+            cause = first_line(exc)
+    if strict:
+        raise BackendError(f"{acc.backend}: {acc.accelerator} failed on {device}: {cause} "
+                           f"(strict backends: unset {STRICT_ENV} and strict_backends to fall back)")
+    return "fallback", f"{acc.accelerator} disabled: {cause}", cause
 
 
 def summary(report: PreflightReport) -> str:
@@ -410,35 +465,25 @@ def preflight(device: torch.device | str, strict: bool = False, log: Callable[[s
         except Exception as exc:  # noqa: BLE001 - say which backend and why, in one line
             raise BackendError(f"{b.backend}: the {b.reference} reference failed on {device}: "
                                f"{first_line(exc)}") from None
-        impl, version, status, note = b.reference, b.ref_version(), "ok", ""
-        if not _installed(b.accelerator):  # first: on a CPU machine "not installed" is the news
-            note = f"{b.accelerator} not installed"
-        elif not try_acc:
-            note = f"{b.accelerator} not used on {device.type}"
-        elif b.opted_out():
-            note = f"{b.accelerator} switched off by A3D_NO_TCNN"
-        elif (off := b.disabled()) is not None:
-            status, note = "fallback", f"{b.accelerator} disabled: {off}"
-        else:
-            try:
-                cause = b.load_error()
-                cause = None if cause is None else first_line(cause)
-            except Exception as exc:  # noqa: BLE001 - an import that fails in an unexpected way
-                cause = first_line(exc)
-            if cause is None:
-                try:
-                    b.check(device, True)
-                    impl, version = b.accelerator, b.version()
-                except Exception as exc:  # noqa: BLE001 - any failure of an optional library means "replace it"
-                    cause = first_line(exc)
-            if cause is not None:
-                if strict:
-                    raise BackendError(f"{b.backend}: {b.accelerator} failed on {device}: {cause} "
-                                       f"(strict backends: unset {STRICT_ENV} and strict_backends to fall back)")
-                b.disable(cause)
-                status, note = "fallback", f"{b.accelerator} disabled: {cause}"
-                log(f"[preflight] warning: {b.backend}: {b.accelerator} failed ({cause}); "
-                    f"using the {b.reference} reference instead")
+        impl, version, status, notes, failed = b.reference, b.ref_version(), "ok", [], []
+        acc: _Backend | None = b
+        while acc is not None:  # the chain in auto's order; the first that passes is used
+            outcome, acc_note, cause = _try_accelerator(acc, device, try_acc, strict)
+            if outcome == "used":
+                impl, version = acc.accelerator, acc.version()
+                break
+            notes.append(acc_note)
+            if outcome == "fallback":
+                status = "fallback"
+                if cause is not None:
+                    acc.disable(cause)
+                    failed.append((acc.accelerator, cause))
+            acc = acc.then
+        note = "; ".join(notes)
+        # Warned after the chain so that the line names what is used instead.
+        instead = f"the {b.reference} reference" if impl == b.reference else impl
+        for name, cause in failed:
+            log(f"[preflight] warning: {b.backend}: {name} failed ({cause}); using {instead} instead")
         if status == "fallback" and strict:
             raise BackendError(f"{b.backend}: {note} (strict backends)")
         checks.append(BackendCheck(b.backend, impl, version, status, time.perf_counter() - t0, note))

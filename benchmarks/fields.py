@@ -3,10 +3,13 @@
 Usage, from the repo root (PYTHONPATH only needed when the package is not installed):
     PYTHONPATH=. python benchmarks/fields.py [--points 262144] [--repeats 3] [--device cpu|cuda|all]
 
-Rows: the pure-torch HashGrid on CPU; on a CUDA machine also the torch path on CUDA and tinycudann
-(when importable), with the max |tcnn - torch| difference of features and parameter gradients on
-identical parameters; plus the full NeRFField (grid + two heads) for context. Reference grid config:
-16 levels x 2 features, 2^19 table, base 16, scale 1.4473. Prints a markdown table.
+Rows: the pure-torch HashGrid on CPU; on a CUDA machine also the torch path on CUDA, the Triton
+kernels (when triton imports) and tinycudann (when importable), each with its speed-up over the
+torch path on the same device measured in the same run ("x torch", fwd+bwd wall time), and the max
+|accelerator - torch| difference of features and parameter gradients on identical parameters; plus
+the full NeRFField (grid + two heads) for context. Triton needs CUDA: on CPU only the torch rows are
+printed (its interpreter is a correctness tool, not a speed one). Reference grid config: 16 levels
+x 2 features, 2^19 table, base 16, scale 1.4473. Prints a markdown table.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Callable
 import torch
 
 from a3d_mesh.fields import HashGrid, HashGridConfig, NeRFField, import_tcnn
+from a3d_mesh.fields.hashgrid import import_triton, triton_import_error
 
 
 def _sync(device: torch.device) -> None:
@@ -74,9 +78,9 @@ def bench_nerf(nerf: NeRFField, x: torch.Tensor, repeats: int) -> tuple[tuple[fl
     return time_call(forward, x.device, repeats), time_call(forward_backward, x.device, repeats)
 
 
-def agreement(cfg: HashGridConfig, x: torch.Tensor) -> tuple[float, float]:
-    """Max |tcnn - torch| of features and of parameter gradients on identical parameters (CUDA)."""
-    fast = HashGrid(cfg, backend="tcnn", seed=0).to(x.device)
+def agreement(cfg: HashGridConfig, x: torch.Tensor, backend: str = "tcnn") -> tuple[float, float]:
+    """Max |backend - torch| of features and of parameter gradients on identical parameters (CUDA)."""
+    fast = HashGrid(cfg, backend=backend, seed=0).to(x.device)
     ref = HashGrid(cfg, backend="torch", seed=0).to(x.device)
     with torch.no_grad():
         fast.params.uniform_(-1, 1)
@@ -91,14 +95,33 @@ def agreement(cfg: HashGridConfig, x: torch.Tensor) -> tuple[float, float]:
 
 
 def row(
-    module: str, backend: str, device: torch.device, points: int, fwd: tuple[float, float], total: tuple[float, float]
+    module: str, backend: str, device: torch.device, points: int, fwd: tuple[float, float], total: tuple[float, float],
+    torch_total: float | None = None,
 ) -> str:
-    """One markdown table row: wall ms, CPU ms (process, all threads) and wall throughput."""
+    """One markdown table row: wall ms, CPU ms (process, all threads), wall throughput and the
+    speed-up over the torch path's fwd+bwd wall time ``torch_total`` (s) on the same device."""
     rate = points / total[0] / 1e6
+    ratio = f"{torch_total / total[0]:.1f}" if torch_total else "-"
     return (
-        f"| {module} | {backend} | {device.type} | {fwd[0] * 1e3:.0f} | {total[0] * 1e3:.0f} "
-        f"| {fwd[1] * 1e3:.0f} | {total[1] * 1e3:.0f} | {rate:.3f} |"
+        f"| {module} | {backend} | {device.type} | {fwd[0] * 1e3:.1f} | {total[0] * 1e3:.1f} "
+        f"| {fwd[1] * 1e3:.0f} | {total[1] * 1e3:.0f} | {rate:.3f} | {ratio} |"
     )
+
+
+def grid_backends(device: torch.device) -> tuple[list[str], list[str]]:
+    """(backends to measure on ``device``, notes on the ones that are not), torch first."""
+    if device.type != "cuda":
+        return ["torch"], ["triton and tinycudann need CUDA: not measured on cpu"]
+    backends, notes = ["torch"], []
+    if import_triton() is not None:
+        backends.append("triton")
+    else:
+        notes.append(f"triton not importable: {triton_import_error()}")
+    if import_tcnn() is not None:
+        backends.append("tcnn")
+    else:
+        notes.append("tinycudann not importable")
+    return backends, notes
 
 
 def main() -> None:
@@ -113,20 +136,34 @@ def main() -> None:
         devices.append(torch.device("cpu"))
     if args.device in ("cuda", "all") and torch.cuda.is_available():
         devices.append(torch.device("cuda"))
+    elif args.device == "cuda":
+        parser.error("--device cuda: torch sees no CUDA device (the Triton and tinycudann rows need one)")
     print(f"points={args.points}, grid={cfg}, torch={torch.__version__}, threads={torch.get_num_threads()}")
-    print("| module | backend | device | fwd ms | fwd+bwd ms | fwd cpu-ms | fwd+bwd cpu-ms | fwd+bwd Mpts/s |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| module | backend | device | fwd ms | fwd+bwd ms | fwd cpu-ms | fwd+bwd cpu-ms | fwd+bwd Mpts/s "
+          "| x torch |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    notes = []
     for device in devices:
         x = torch.rand(args.points, 3, device=device)
-        backends = ["torch"] + (["tcnn"] if device.type == "cuda" and import_tcnn() is not None else [])
+        backends, why_not = grid_backends(device)
+        notes += [f"{device.type}: {n}" for n in why_not]
+        base: dict[str, float] = {}
         for backend in backends:
             grid = HashGrid(cfg, backend=backend, seed=0).to(device)
-            print(row("HashGrid", backend, device, args.points, *bench_grid(grid, x, args.repeats)))
+            fwd, total = bench_grid(grid, x, args.repeats)
+            base.setdefault("HashGrid", total[0])
+            print(row("HashGrid", backend, device, args.points, fwd, total, base["HashGrid"]))
             nerf = NeRFField(2, cfg, backend=backend, seed=0).to(device)
-            print(row("NeRFField", backend, device, args.points, *bench_nerf(nerf, x * 2 - 1, args.repeats)))
-        if "tcnn" in backends:
-            feat_err, grad_err = agreement(cfg, x[:65536])
-            print(f"\ntcnn vs torch, identical params: max |feature diff| {feat_err:.2e}, |grad diff| {grad_err:.2e}")
+            fwd, total = bench_nerf(nerf, x * 2 - 1, args.repeats)
+            base.setdefault("NeRFField", total[0])
+            print(row("NeRFField", backend, device, args.points, fwd, total, base["NeRFField"]))
+        for backend in backends[1:]:
+            feat_err, grad_err = agreement(cfg, x[:65536], backend)
+            notes.append(f"{backend} vs torch on {device.type}, identical params: max |feature diff| "
+                         f"{feat_err:.2e}, |grad diff| {grad_err:.2e}")
+    if notes:
+        print()
+        print("\n".join(notes))
 
 
 if __name__ == "__main__":

@@ -5,9 +5,11 @@
 
 Sections (all in one process, except the end-to-end run, which is a child process):
 
-(a) agreement of each CUDA backend (nvdiffrast, tinycudann, kaolin) and of the torch paths run on
-    the GPU with the CPU reference, on the same inputs (``gpu_check_agreement.py``, with the
-    thresholds). A library that is not installed is a row that says so, not a failure.
+(a) agreement of each CUDA backend (nvdiffrast, tinycudann, the Triton hash grid, kaolin) and of
+    the torch paths run on the GPU with the CPU reference, on the same inputs
+    (``gpu_check_agreement.py``, with the thresholds), and the Triton hash grid's fwd+bwd points/s
+    against the torch path's on the same GPU (an info row; target >= 10x). A library that is not
+    installed is a row that says so, not a failure.
 (b) the refine-step benchmark of ``benchmarks/step.py`` (512 px, tet grid 128, 4 views, 2 objects,
     SD 2.1 base sizes with random weights): ms a step, its split, the share outside the diffusion
     model, peak memory.

@@ -1,11 +1,14 @@
-"""``HashGrid``: the multiresolution hash encoding module, tinycudann or pure torch.
+"""``HashGrid``: the multiresolution hash encoding module, tinycudann, Triton or pure torch.
 
-Both backends share one flat parameter vector ``params`` in tiny-cuda-nn's layout (see
+All backends share one flat parameter vector ``params`` in tiny-cuda-nn's layout (see
 :mod:`hashgrid_layout`), so a state dict trained with one loads into the other and gives the same
 features. Backend choice happens per call: ``"auto"`` uses tinycudann when it imports, the input is
 on a CUDA device, ``A3D_NO_TCNN`` is not set and :func:`disable_tcnn` was not called (the preflight
-calls it when tinycudann fails or disagrees with the torch path); everything else (CPU tensors
-included) takes the torch path, which is the reference.
+calls it when tinycudann fails or disagrees with the torch path); otherwise, on a CUDA input, the
+Triton kernels of :mod:`hashgrid_triton` when ``triton`` imports, ``A3D_NO_TRITON`` is not set and
+:func:`disable_triton` was not called (same preflight rule); everything else (CPU tensors included)
+takes the torch path, which is the reference. ``triton`` is imported lazily, only for a CUDA input
+(or a forced ``backend="triton"``), so ``import a3d_mesh`` never needs it.
 """
 
 from __future__ import annotations
@@ -20,10 +23,13 @@ from torch import nn
 from .hashgrid_layout import INIT_RANGE, HashGridConfig, level_layouts, n_params
 from .hashgrid_torch import hash_grid_encode
 
-BACKENDS = ("auto", "torch", "tcnn")
+BACKENDS = ("auto", "torch", "tcnn", "triton")
 _NO_TCNN_ENV = "A3D_NO_TCNN"
 _TCNN_IMPORT_ERROR: str | None = None
 _TCNN_DISABLED: str | None = None
+NO_TRITON_ENV = "A3D_NO_TRITON"
+_TRITON_IMPORT_ERROR: str | None = None
+_TRITON_DISABLED: str | None = None
 
 
 def tcnn_disabled_by_env() -> bool:
@@ -65,6 +71,48 @@ def tcnn_disabled() -> str | None:
     return _TCNN_DISABLED
 
 
+def triton_disabled_by_env() -> bool:
+    """True when the user opted out of the Triton kernels with ``A3D_NO_TRITON`` set to a truthy value."""
+    return os.environ.get(NO_TRITON_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def triton_interpreting() -> bool:
+    """True when Triton's interpreter is on (``TRITON_INTERPRET=1``): kernels then run on CPU
+    tensors with numpy (slow; used to test the kernels without a GPU). Read when the kernels module
+    is first imported, so it must be set before that."""
+    return os.environ.get("TRITON_INTERPRET", "").strip() == "1"
+
+
+@functools.lru_cache(maxsize=1)
+def import_triton() -> Any | None:
+    """The :mod:`hashgrid_triton` module (imports ``triton``), or None when triton is missing or the
+    kernels cannot be defined. Cached like :func:`import_tcnn`."""
+    global _TRITON_IMPORT_ERROR
+    try:
+        from . import hashgrid_triton  # noqa: PLC0415  (optional dependency, imported lazily on purpose)
+    except Exception as exc:  # noqa: BLE001 - any import failure means "not available"
+        _TRITON_IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
+        return None
+    return hashgrid_triton
+
+
+def triton_import_error() -> str | None:
+    """Why the Triton kernels did not import (``"Type: message"``), or None (after :func:`import_triton`)."""
+    return _TRITON_IMPORT_ERROR
+
+
+def disable_triton(reason: str) -> None:
+    """Switch the Triton kernels off for ``"auto"`` grids for the rest of the process, like
+    :func:`disable_tcnn` (the preflight calls it when they fail or disagree with the torch path)."""
+    global _TRITON_DISABLED
+    _TRITON_DISABLED = reason or "disabled"
+
+
+def triton_disabled() -> str | None:
+    """The reason given to :func:`disable_triton`, or None while the Triton kernels may be used."""
+    return _TRITON_DISABLED
+
+
 def init_params(count: int, seed: int | None = None, device: torch.device | str | None = None) -> torch.Tensor:
     """tcnn's grid initialisation: ``count`` float32 values uniform in [-1e-4, 1e-4].
 
@@ -88,7 +136,7 @@ class HashGrid(nn.Module):
         cfg: the :class:`HashGridConfig`.
         params: one flat float32 ``nn.Parameter`` of length :func:`n_params`, tcnn layout.
         n_output_dims: ``n_levels * n_features_per_level``.
-        backend: requested backend, ``"auto" | "torch" | "tcnn"``.
+        backend: requested backend, ``"auto" | "torch" | "tcnn" | "triton"``.
     """
 
     def __init__(self, cfg: HashGridConfig, backend: str = "auto", seed: int | None = None) -> None:
@@ -96,8 +144,10 @@ class HashGrid(nn.Module):
 
         Args:
             cfg: grid hyper-parameters.
-            backend: ``"auto"`` (tinycudann for CUDA inputs when available), ``"torch"`` (always
-                the pure-torch path) or ``"tcnn"`` (tinycudann required; raises if missing).
+            backend: ``"auto"`` (for CUDA inputs tinycudann when available, else the Triton
+                kernels when available), ``"torch"`` (always the pure-torch path), ``"tcnn"``
+                (tinycudann required; raises if missing) or ``"triton"`` (the Triton kernels
+                required; CUDA inputs, or CPU inputs under ``TRITON_INTERPRET=1``).
             seed: seed of the table initialisation (None: torch's global RNG). The same seed gives
                 the same table whatever the backend.
         """
@@ -106,6 +156,8 @@ class HashGrid(nn.Module):
             raise ValueError(f"HashGrid backend must be one of {BACKENDS}, got {backend!r}")
         if backend == "tcnn" and import_tcnn() is None:
             raise RuntimeError("HashGrid(backend='tcnn'): tinycudann is not importable (needs CUDA torch)")
+        if backend == "triton" and import_triton() is None:
+            raise RuntimeError(f"HashGrid(backend='triton'): triton is not importable ({_TRITON_IMPORT_ERROR})")
         self.cfg = cfg
         self.backend = backend
         self.seed = seed
@@ -119,11 +171,23 @@ class HashGrid(nn.Module):
     def uses_tcnn(self, x: torch.Tensor) -> bool:
         """Whether a call with input ``x`` runs on tinycudann (``A3D_NO_TCNN`` and :func:`disable_tcnn`
         only affect "auto")."""
-        if self.backend == "torch" or not x.is_cuda:
+        if self.backend in ("torch", "triton") or not x.is_cuda:
             return False
         if self.backend == "auto" and (tcnn_disabled_by_env() or _TCNN_DISABLED is not None):
             return False
         return import_tcnn() is not None
+
+    def uses_triton(self, x: torch.Tensor) -> bool:
+        """Whether a call with input ``x`` runs on the Triton kernels: ``"triton"`` on CUDA (or any
+        input under ``TRITON_INTERPRET=1``); ``"auto"`` on CUDA when tinycudann is not used and
+        ``A3D_NO_TRITON`` / :func:`disable_triton` do not forbid it. Float32 tables only."""
+        if self.backend in ("torch", "tcnn") or self.params.dtype != torch.float32:
+            return False
+        if self.backend == "triton":
+            return x.is_cuda or triton_interpreting()
+        if not x.is_cuda or triton_disabled_by_env() or _TRITON_DISABLED is not None or self.uses_tcnn(x):
+            return False
+        return import_triton() is not None
 
     def forward(self, x01: torch.Tensor) -> torch.Tensor:
         """Encode points.
@@ -144,6 +208,11 @@ class HashGrid(nn.Module):
             return self._forward_tcnn(x01)
         if self.backend == "tcnn":
             raise RuntimeError("HashGrid(backend='tcnn') needs CUDA inputs; use backend='auto' for CPU")
+        if self.uses_triton(x01):
+            return self._forward_triton(x01)
+        if self.backend == "triton":
+            raise RuntimeError("HashGrid(backend='triton') needs CUDA inputs and a float32 table "
+                               "(or TRITON_INTERPRET=1 for CPU inputs); use backend='auto' for CPU")
         return hash_grid_encode(x01, self.params, self.layouts, self.cfg.n_features_per_level)
 
     def _forward_tcnn(self, x01: torch.Tensor) -> torch.Tensor:
@@ -166,6 +235,13 @@ class HashGrid(nn.Module):
         # Rebind every call: ``params`` may have been replaced (load, .to(), optimiser tricks).
         encoding.params = self.params
         return encoding(x01.contiguous()).float()
+
+    def _forward_triton(self, x01: torch.Tensor) -> torch.Tensor:
+        """Triton path: :func:`hashgrid_triton.hash_grid_encode_triton` on this module's ``params``."""
+        module = import_triton()
+        if module is None:
+            raise RuntimeError(f"the Triton hash grid is not importable ({_TRITON_IMPORT_ERROR})")
+        return module.hash_grid_encode_triton(x01, self.params, self.layouts, self.cfg.n_features_per_level)
 
     def extra_repr(self) -> str:
         cfg = self.cfg

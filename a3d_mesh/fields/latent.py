@@ -62,7 +62,7 @@ class LatentField(nn.Module):
             hidden: hidden width of every head.
             n_hidden_layers: hidden layers per head.
             bound: world cube half side; inputs are mapped to [0, 1]^3 by :func:`world_to_unit`.
-            backend: hash-grid backend (``"auto" | "torch" | "tcnn"``).
+            backend: hash-grid backend (``"auto" | "torch" | "tcnn" | "triton"``, see :class:`HashGrid`).
             seed: seed of the grid table initialisation (None: global RNG).
         """
         super().__init__()

@@ -55,7 +55,7 @@ class DMTetField(ConfigModel, nn.Module):
             hidden, n_hidden_layers: per-head MLP width and depth.
             bound: half side of the world cube.
             backend: hash-grid backend passed to :class:`LatentField` (``"auto"``, ``"torch"``,
-                ``"tcnn"``); marching tets picks kaolin by itself on CUDA tensors.
+                ``"tcnn"``, ``"triton"``); marching tets picks kaolin by itself on CUDA tensors.
             seed: seed of the hash-table initialisation (None: global RNG).
         """
         super().__init__()
