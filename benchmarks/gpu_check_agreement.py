@@ -29,7 +29,7 @@ import torch
 from a3d_mesh import render
 from a3d_mesh.fields import HashGrid, HashGridConfig, hashgrid, import_tcnn, n_params
 from a3d_mesh.geometry import marching, marching_tets
-from a3d_mesh.preflight import random_points, sphere_tet_grid
+from a3d_mesh.backend_checks import random_points, sphere_tet_grid
 from a3d_mesh.render import _nvdr, _raster_gl
 
 # Thresholds. Measured on an H200 (nvdiffrast 0.4.0 and diffrp-nvdiffrast 0.3.3.1 vs the CPU path at

@@ -21,6 +21,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from a3d_mesh import backend_checks as bc
 from a3d_mesh import preflight as pf
 from a3d_mesh.fields import hashgrid
 from a3d_mesh.geometry import marching
@@ -206,9 +207,9 @@ def test_reference_paths_pass_on_cpu(fakes: Path) -> None:
     assert report.fallbacks == [] and log == []
     assert len(report.lines()) == 3 and report.lines()[1].startswith("hash grid: torch (torch ")
     # The tiny scenes are not empty: the checks exercise real work.
-    ras = pf.check_rasteriser(torch.device("cpu"), False)
+    ras = bc.check_rasteriser(torch.device("cpu"), False)
     assert (ras["rast"][..., 3] > 0).float().mean() > 0.1 and ras["grad"].abs().sum() > 0
-    assert pf.check_marching(torch.device("cpu"), False)["faces"].shape[0] > 50
+    assert bc.check_marching(torch.device("cpu"), False)["faces"].shape[0] > 50
 
 
 def test_fake_plugin_loader_fails_alone_and_imports_with_the_fix(fakes: Path, tmp_path: Path) -> None:
@@ -225,7 +226,7 @@ def test_fake_plugin_loader_fails_alone_and_imports_with_the_fix(fakes: Path, tm
     assert ops_mod._get_plugin().__name__ == "nvdiffrast_plugin_0_3_3_1_fake"
     assert _nvdr.version() == "diffrp-nvdiffrast 0.3.3.1"
     # Through our wrapper the fake (a correct one) renders what the CPU path renders.
-    pos, tri, attr = pf.random_triangles(8)
+    pos, tri, attr = bc.random_triangles(8)
     rast, _ = _nvdr.rasterize(pos, tri, (32, 32), None, True)
     ref, _ = render_ops.rasterize(pos, tri, (32, 32), backend="cpu")
     assert torch.equal(rast, ref)
@@ -289,7 +290,7 @@ def test_broken_tinycudann_falls_back(fakes: Path) -> None:
     assert report.check("hash grid").status == "fallback"
     assert report.check("rasteriser").status == "ok"  # nvdiffrast is simply not installed
     assert hashgrid.tcnn_disabled() is not None
-    grid = hashgrid.HashGrid(pf._CHECK_GRID, backend="auto")
+    grid = hashgrid.HashGrid(bc._CHECK_GRID, backend="auto")
     assert not grid.uses_tcnn(types.SimpleNamespace(is_cuda=True))  # auto on a CUDA input: torch path
 
 
