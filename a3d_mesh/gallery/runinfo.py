@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from a3d_mesh.errors import A3DMeshError
-from a3d_mesh.run.folder import CONFIG_FILE, EDIT_FILE, MANIFEST_FILE as MANIFEST, PROMPTS_FILE
+from a3d_mesh.run.folder import CONFIG_FILE, EDIT_FILE, EXPORT_DIR, MANIFEST_FILE as MANIFEST, PREVIEWS_DIR, PROMPTS_FILE
 
 # Files of the run folder worth a link besides the exports (when present).
 RUN_FILES = (MANIFEST, CONFIG_FILE, PROMPTS_FILE, EDIT_FILE)
@@ -111,11 +111,11 @@ def export_prefix(run_dir: Path, manifest: dict[str, Any]) -> str:
     ``export --out`` folder (decided by where the first listed file actually is)."""
     for rec in manifest.get("assets", []):
         for rel in _asset_paths(rec):
-            if (run_dir / "export" / rel).is_file():
+            if (run_dir / EXPORT_DIR / rel).is_file():
                 return "export/"
             if (run_dir / rel).is_file():
                 return ""
-    return "export/" if (run_dir / "export").is_dir() or not manifest.get("assets") else ""
+    return f"{EXPORT_DIR}/" if (run_dir / EXPORT_DIR).is_dir() or not manifest.get("assets") else ""
 
 
 def _asset_paths(rec: dict[str, Any]) -> list[str]:
@@ -184,7 +184,7 @@ def _asset(run_dir: Path, prefix: str, rec: dict[str, Any]) -> AssetView:
              if isinstance(p, dict)]
     code = rec.get("code")
     finetune = _dict(rec.get("finetune"))
-    turn = link(run_dir, f"previews/{name}.png", f"{name}.png")
+    turn = link(run_dir, f"{PREVIEWS_DIR}/{name}.png", f"{name}.png")
     return AssetView(
         name=name,
         kind=str(rec.get("kind", "object")),
@@ -212,7 +212,7 @@ def read_run_view(run_dir: Path) -> RunView:
     prefix = export_prefix(run_dir, manifest)
     previews = [p for p in manifest.get("previews", []) if isinstance(p, str)]
     assets = [_asset(run_dir, prefix, rec) for rec in manifest.get("assets", []) if isinstance(rec, dict)]
-    shown = {f"previews/{a.name}.png" for a in assets}
+    shown = {f"{PREVIEWS_DIR}/{a.name}.png" for a in assets}
     transitions, others, set_image = [], [], None
     names = sorted((a.name for a in assets), key=len, reverse=True)  # longest first: names may share prefixes
     for rel in previews:

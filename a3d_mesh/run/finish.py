@@ -30,7 +30,7 @@ from a3d_mesh.hybrid import HybridSpec, code_field
 from a3d_mesh.images import headlight, labelled_grid, row, save_gif, save_png
 from a3d_mesh.prompts import transition_file
 from a3d_mesh.render.shading import render_mesh
-from a3d_mesh.run.folder import export_transform, read_edit_info
+from a3d_mesh.run.folder import EXPORT_DIR, PREVIEWS_DIR, export_transform, read_edit_info
 from a3d_mesh.run.manifest import write_manifest
 from a3d_mesh.run.trained import TrainedSet
 from a3d_mesh.simplex import Code, sweep
@@ -191,20 +191,20 @@ def finish_run(ts: TrainedSet, run_dir: Path, extras: Sequence[HybridAsset] = ()
     fmts = check_tools(formats or ts.cfg.export.formats)
     edit_info = read_edit_info(run_dir)
     dest = Path(out) if out is not None else Path(run_dir)
-    export_dir = dest if out is not None else dest / "export"
+    export_dir = dest if out is not None else dest / EXPORT_DIR
     if out is None:  # we hold the run's lock: staging folders left by a killed process are stale
         for old in Path(run_dir).glob(STAGING_PREFIX + "*"):
             shutil.rmtree(old, ignore_errors=True)
     dest.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=dest))
     try:
-        shown = write_previews(ts, stage / "previews", extras, objects=objects) if previews and out is None else []
+        shown = write_previews(ts, stage / PREVIEWS_DIR, extras, objects=objects) if previews and out is None else []
         if shown:
-            log(f"[previews] {len(shown)} files in {dest / 'previews'}")
-        records = export_set(ts, stage / "export", fmts, texture_size, target_faces, extra=extras, log=log,
+            log(f"[previews] {len(shown)} files in {dest / PREVIEWS_DIR}")
+        records = export_set(ts, stage / EXPORT_DIR, fmts, texture_size, target_faces, extra=extras, log=log,
                              only_extra=not objects, transform=export_transform(edit_info), normal_map=normal_map)
-        _move_tree(stage / "previews", dest / "previews")
-        _move_tree(stage / "export", export_dir)
+        _move_tree(stage / PREVIEWS_DIR, dest / PREVIEWS_DIR)
+        _move_tree(stage / EXPORT_DIR, export_dir)
         manifest = write_manifest(dest, ts.prompts, guidance_model(ts.cfg), records, shown,
                                   keep_existing=keep_existing and out is None,
                                   extra={"edit": edit_info} if edit_info else None)

@@ -37,6 +37,8 @@ CONFIG_FILE = "config.yaml"
 PROMPTS_FILE = "prompts.txt"
 CHECKPOINTS = "checkpoints"
 MODELS = "models"
+PREVIEWS_DIR = "previews"
+EXPORT_DIR = "export"
 MANIFEST_FILE = "manifest.json"
 EDIT_FILE = "edit.json"
 INPUT_FILE = "input.ply"
@@ -52,6 +54,20 @@ def read_run(run_dir: Path) -> tuple[PromptSet, RunConfig]:
     cfg = load_run_config(run_dir / CONFIG_FILE)
     g = cfg.guidance
     return load_prompts(run_dir / PROMPTS_FILE, g.negative_prompt, g.negate_other_prompts), cfg
+
+
+def started_run(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a started run that ``run --resume`` continues (its saved config
+    and prompts; a run killed before its first checkpoint restarts its first stage)."""
+    return (Path(run_dir) / CONFIG_FILE).is_file() and (Path(run_dir) / PROMPTS_FILE).is_file()
+
+
+def checkpoint_files(run_dir: Path) -> list[str]:
+    """The run's checkpoint files, sorted (not the hidden temporary file of a write in flight)."""
+    d = Path(run_dir) / CHECKPOINTS
+    if not d.is_dir():
+        return []
+    return sorted(p.name for p in d.iterdir() if p.suffix == ".pt" and not p.name.startswith("."))
 
 
 def prepare_run_dir(out: Path, prompts: PromptSet | None, cfg: RunConfig | None, resume: bool) -> tuple[PromptSet, RunConfig]:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import datetime as _dt
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from a3d_mesh import __version__
 from a3d_mesh.atomic import atomic_write_text
 from a3d_mesh.prompts import PromptSet
-from a3d_mesh.run.folder import MANIFEST_FILE
+from a3d_mesh.run.folder import EXPORT_DIR, MANIFEST_FILE
 
 # The keys a manifest is rebuilt from; any other key (an edit's record) is carried over on update.
 _OWN_KEYS = ("a3d_mesh_version", "created", "prompts", "guidance_model", "assets", "previews")
@@ -26,6 +26,27 @@ def read_manifest(run_dir: Path) -> dict[str, Any] | None:
     """The run's manifest, or None before its first finish."""
     path = Path(run_dir) / MANIFEST_FILE
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def finished_assets(run_dir: Path, names: Sequence[str]) -> list[str] | None:
+    """The asset names of a finished run (objects first, then hybrids), or None when ``run_dir``
+    has no consistent manifest for the prompts ``names``: one that lists exactly those prompts,
+    each of them as an asset, and only files that exist (relative to ``export/``)."""
+    try:
+        m = read_manifest(run_dir)
+        if m is None:
+            return None
+        prompts = [p["name"] for p in m["prompts"]]
+        assets = [a["name"] for a in m["assets"]]
+        files = [f for a in m["assets"] for f in dict(a.get("files") or {}).values()]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if tuple(prompts) != tuple(names) or not set(names) <= set(assets):
+        return None
+    export = Path(run_dir) / EXPORT_DIR
+    if not all(isinstance(f, str) and (export / f).exists() for f in files):
+        return None
+    return assets
 
 
 def write_manifest(run_dir: Path, prompts: PromptSet, guidance_model: str, assets: list[dict[str, Any]],
