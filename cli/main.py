@@ -289,6 +289,56 @@ def export_cmd(
 
 
 @app.command()
+def batch(
+    jobs: Path = typer.Argument(..., help="A folder of prompt files (one set each, named after the file) or a YAML "
+                                          "file listing sets (docs/batch.md)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Batch folder: OUT/<set>/ is each set's run folder; OUT/batch.json the summary."),
+    workers: int = typer.Option(1, "--workers", "-j", help="Sets at once (here: one GPU group each; with --ray: the local Ray's CPUs)."),
+    ray: bool = typer.Option(False, "--ray", help="Run each set as a Ray task: a local Ray, or the cluster at an "
+                                                  "ADDRESS given after JOBS (--ray auto, --ray host:6379)."),
+    gpus_per_set: float = typer.Option(1.0, "--gpus-per-set", help="GPUs per set (CPU when there are none); with --ray a fraction shares a GPU."),
+    retries: int = typer.Option(2, "--retries", help="Retries of a set whose worker died, each from its last checkpoint."),
+    resume: bool = typer.Option(False, "--resume", help="Skip the finished sets and continue the others."),
+    preset: Optional[str] = typer.Option(None, "--preset", "-p", help=PRESET_HELP + " A set's own preset wins."),
+    seed: Optional[str] = typer.Option(None, "--seed", metavar="<int>", help="Seed of every set without its own."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="Config overrides for every set, e.g. refine.steps=300"),
+) -> None:
+    """Run many sets: each set of JOBS becomes an ordinary run folder OUT/<name>/, on this machine or on Ray.
+
+    A set whose worker dies is retried from its last checkpoint; exit code 1 when a set failed.
+
+    Examples:
+
+      a3d-mesh batch prompts/ --out runs/batch --preset fast --workers 2
+
+      a3d-mesh batch jobs.yaml --out runs/batch --ray auto --gpus-per-set 1
+    """
+    from a3d_mesh.batch import BatchInterrupted, load_jobs, parse_seed, run_batch
+    from a3d_mesh.batch.jobs import split_ray_address
+
+    def echo(line: str) -> None:
+        if not quiet:
+            typer.echo(line, err=True)
+
+    def go():  # noqa: ANN202
+        jobs_path, extra, address = split_ray_address(jobs, list(overrides or []), ray)
+        sets = load_jobs(jobs_path, preset, parse_seed(seed, "--seed") if seed is not None else None, extra)
+        try:
+            return run_batch(sets, out, source=str(jobs_path), workers=workers, retries=retries, resume=resume,
+                             use_ray=ray, ray_address=address, gpus_per_set=gpus_per_set, echo=echo)
+        except BatchInterrupted:
+            typer.echo("\na3d-mesh: batch interrupted; every set is resumable: add --resume to continue", err=True)
+            raise typer.Exit(130)
+
+    state = guarded(go)
+    if not quiet:
+        typer.echo(str(state.out / "batch.json"))
+    if state.count("failed"):
+        raise typer.Exit(1)
+
+
+@app.command()
 def view(
     run_dir: Path = typer.Argument(..., help="A run folder (with manifest.json) or a folder of run folders (a batch)."),
     port: int = typer.Option(0, "--port", help="Port to serve on; 0 takes any free one."),

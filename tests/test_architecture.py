@@ -19,6 +19,9 @@ RULES = {
     "geometry": ("a3d_mesh.train", "a3d_mesh.run", "a3d_mesh.export", "a3d_mesh.guidance"),
     "render": ("a3d_mesh.train", "a3d_mesh.run", "a3d_mesh.export", "a3d_mesh.guidance"),
     "guidance": ("a3d_mesh.train", "a3d_mesh.run", "a3d_mesh.export"),
+    # Pages read finished run folders; a batch drives `a3d-mesh run` children (the CLI's contract).
+    "gallery": ("a3d_mesh.train", "a3d_mesh.guidance", "a3d_mesh.toy", "a3d_mesh_cli"),
+    "batch": ("a3d_mesh.train", "a3d_mesh.guidance", "a3d_mesh.toy", "a3d_mesh_cli"),
 }
 # modules outside those folders that sit below training
 BASE = ("progress.py", "images.py", "meshio.py", "checkpoint.py", "models.py", "atomic.py", "errors.py", "config_types.py")
