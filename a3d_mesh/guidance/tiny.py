@@ -24,6 +24,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -195,6 +196,14 @@ def build_tiny_pipeline(path: Path, seed: int = 0) -> Path:
         ``path`` (as a ``Path``), holding ``model_index.json`` and the ``unet``, ``vae``,
         ``text_encoder``, ``tokenizer`` and ``scheduler`` subfolders (about 2 MB in all).
     """
+    return write_tiny_pipeline(path, seed, model_index(), (TINY_MARKER, TINY_FORMAT_VERSION))
+
+
+def write_tiny_pipeline(path: Path, seed: int, index: dict[str, Any], marker: tuple[str, int],
+                        unet: Any = None) -> Path:
+    """Write a tiny pipeline (this module's parts from ``seed``; ``unet`` replaces its UNet) with
+    ``index`` as ``model_index.json`` and ``marker`` = (file name, format version) dating the build,
+    staged next to ``path`` and renamed into place."""
     from diffusers import DDPMScheduler
 
     path = Path(path)
@@ -206,6 +215,8 @@ def build_tiny_pipeline(path: Path, seed: int = 0) -> Path:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             modules = tiny_modules(vocab_size, eos_id=vocab[EOS_TOKEN], bos_id=vocab[BOS_TOKEN])
+        if unet is not None:
+            modules["unet"] = unet
         for name, module in modules.items():
             module.save_pretrained(staging / name)
         scheduler = DDPMScheduler(
@@ -218,9 +229,9 @@ def build_tiny_pipeline(path: Path, seed: int = 0) -> Path:
             steps_offset=1,
         )
         scheduler.save_pretrained(staging / "scheduler")
-        (staging / "model_index.json").write_text(json.dumps(model_index(), indent=2), encoding="utf-8")
+        (staging / "model_index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
         # A marker of our own (not in model_index.json, which diffusers validates) dates the build.
-        (staging / TINY_MARKER).write_text(json.dumps({"format": TINY_FORMAT_VERSION, "seed": seed}))
+        (staging / marker[0]).write_text(json.dumps({"format": marker[1], "seed": seed}))
         if path.exists():
             shutil.rmtree(path)
         os.replace(staging, path)

@@ -10,17 +10,13 @@ with ``save_pretrained`` and loaded through the same loader as an MVDream folder
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
 from a3d_mesh.guidance.mvdream.convert import diffusers_config
 from a3d_mesh.guidance.mvdream.unet import MultiViewUNet2DConditionModel
-from a3d_mesh.guidance.tiny import (BOS_TOKEN, EOS_TOKEN, TINY_TEXT_WIDTH, model_index, models_dir, tiny_modules,
-                                    tiny_vocab_and_merges, write_tiny_tokenizer)
+from a3d_mesh.guidance.tiny import TINY_TEXT_WIDTH, model_index, models_dir, write_tiny_pipeline
 
 TINY_MV_FORMAT_VERSION = 1
 TINY_MV_MARKER = "a3d_tiny_mvdream.json"
@@ -52,34 +48,10 @@ def build_tiny_multiview_pipeline(path: Path, seed: int = 0) -> Path:
         ``path``, holding ``model_index.json`` and ``unet`` (multi-view), ``vae``,
         ``text_encoder``, ``tokenizer`` and ``scheduler`` subfolders (a few MB).
     """
-    from diffusers import DDPMScheduler
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
-    try:
-        vocab_size = write_tiny_tokenizer(staging / "tokenizer")
-        vocab, _ = tiny_vocab_and_merges()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            modules = tiny_modules(vocab_size, eos_id=vocab[EOS_TOKEN], bos_id=vocab[BOS_TOKEN])
-        modules["unet"] = tiny_multiview_unet(seed)
-        for name, module in modules.items():
-            module.save_pretrained(staging / name)
-        DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                      clip_sample=False, prediction_type="epsilon", steps_offset=1).save_pretrained(staging / "scheduler")
-        index = model_index()
-        index["_class_name"] = "MVDreamPipeline"
-        index["unet"] = ["a3d_mesh.guidance.mvdream", "MultiViewUNet2DConditionModel"]
-        (staging / "model_index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
-        (staging / TINY_MV_MARKER).write_text(json.dumps({"format": TINY_MV_FORMAT_VERSION, "seed": seed}))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(staging, path)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return path
+    index = model_index()
+    index["_class_name"] = "MVDreamPipeline"
+    index["unet"] = ["a3d_mesh.guidance.mvdream", "MultiViewUNet2DConditionModel"]
+    return write_tiny_pipeline(path, seed, index, (TINY_MV_MARKER, TINY_MV_FORMAT_VERSION), unet=tiny_multiview_unet(seed))
 
 
 def tiny_multiview_dir() -> Path:
