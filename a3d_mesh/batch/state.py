@@ -15,7 +15,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from a3d_mesh.atomic import atomic_write_text
 from a3d_mesh.batch.attempt import AttemptResult, resumable
