@@ -135,3 +135,17 @@ def test_ground_config_values() -> None:
     assert RunConfig().export.ground == "each"
     with pytest.raises(ConfigError, match="export.ground"):
         merge(RunConfig(), {"export": {"ground": "floor"}})
+
+
+def test_previews_show_the_pieces_export_keeps() -> None:
+    """A preview is a picture of the file: debris that cleanup drops is not drawn either."""
+    from a3d_mesh.run import render_views
+
+    speck = trimesh.creation.icosphere(subdivisions=1, radius=0.04)  # ~2 % of the box's area
+    speck.apply_translation([0.0, -0.45, 0.0])
+    bench = box([0.5, 0.4, 0.3], [0.0, 0.0, 0.0])
+    with_speck, clean = MeshSet({"bench": mesh_of(bench, speck)}), MeshSet({"bench": mesh_of(bench)})
+    shown = render_views(with_speck, with_speck.code(0), 2, 64)
+    assert torch.equal(shown, render_views(clean, clean.code(0), 2, 64))
+    with_speck.cfg = merge(with_speck.cfg, {"export": {"min_component_area": 0.0}})  # keep every piece
+    assert not torch.equal(render_views(with_speck, with_speck.code(0), 2, 64), shown)  # the speck is in view

@@ -42,9 +42,10 @@ def guidance_model(cfg: RunConfig) -> str:
 
 
 def render_views(ts: TrainedSet, u: Code, n_views: int, resolution: int) -> torch.Tensor:
-    """Shaded turnaround [n_views,H,W,3] of the mesh at ``u``."""
+    """Shaded turnaround [n_views,H,W,3] of the mesh at ``u``, as it is exported: without the
+    debris that cleanup drops (``export.min_component_area``), so a preview shows the file's pieces."""
     cams = orbit_cameras(ts.cfg.camera, n_views, start_azimuth=30.0)
-    v, f = ts.mesh(u)
+    v, f = kept_pieces(*ts.mesh(u), ts.cfg.export.min_component_area)
     if f.shape[0] == 0:
         return torch.ones(n_views, resolution, resolution, 3)
     with torch.no_grad():
@@ -153,13 +154,21 @@ def _pieces(name: str, rec: dict[str, Any], log: Callable[[str], None]) -> int:
     return n
 
 
+def kept_pieces(verts: torch.Tensor, faces: torch.Tensor, min_component_area: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mesh (verts [V,3], faces [F,3]) without the pieces export's cleanup drops as debris
+    (by the same rule), on the same device and dtypes."""
+    if faces.shape[0] == 0:
+        return verts, faces
+    v, f, _ = drop_small_components(verts.detach().cpu().numpy(), faces.detach().cpu().numpy(), min_component_area)
+    return (torch.from_numpy(v).to(verts.device, verts.dtype), torch.from_numpy(f).to(faces.device, faces.dtype))
+
+
 def _ground(transform: SetTransform, verts: torch.Tensor, faces: torch.Tensor,
             min_component_area: float) -> tuple[SetTransform, float]:
     """The asset's grounded transform and offset, judged on the pieces export keeps: cleanup drops
     debris by this same rule, and a blob under the object must not hold it up in the air."""
-    v, f = verts.detach().cpu().numpy(), faces.detach().cpu().numpy()
-    kept_v, _, _ = drop_small_components(v, f, min_component_area)
-    return grounded(transform, kept_v)
+    kept_v, _ = kept_pieces(verts, faces, min_component_area)
+    return grounded(transform, kept_v.cpu().numpy())
 
 
 STAGING_PREFIX = ".a3d-staging-"
