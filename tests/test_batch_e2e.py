@@ -99,8 +99,10 @@ def test_ctrl_c_stops_the_batch_and_resume_finishes_it(tmp_path: Path) -> None:
     (jobs / "second.txt").write_text("chair: a chair\n")
     out = tmp_path / "out"
     args = [str(jobs), "--out", str(out), "--preset", "tiny", *SMALL]
+    # Started with SIGINT ignored, as a script's background job is (`a3d-mesh batch ... &`): the
+    # batch still stops on SIGINT, because it installs its own handler.
     proc = subprocess.Popen(batch_cmd(*args), cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         wait_for_checkpoint(out / "first", proc)
         proc.send_signal(signal.SIGINT)

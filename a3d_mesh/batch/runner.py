@@ -55,9 +55,11 @@ def test_kills(env: str | None, use_ray: bool) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a job scheduler's stop, ``kill``) stops the batch as Ctrl-C does: sets checkpointed
-    and resumable, ``batch.json`` written (main thread only, where Python delivers signals)."""
+def signals_as_interrupt() -> Iterator[None]:
+    """SIGINT (Ctrl-C, ``kill -INT``) and SIGTERM (a job scheduler's stop, ``kill``) stop the batch:
+    sets checkpointed and resumable, ``batch.json`` written. Installed explicitly, as ``run`` does
+    for its steps: a batch started in the background of a script inherits SIGINT *ignored*, and
+    Python then never turns it into KeyboardInterrupt (main thread only, where signals arrive)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -65,11 +67,12 @@ def sigterm_as_interrupt() -> Iterator[None]:
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    old = signal.signal(signal.SIGTERM, handler)
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for sig, h in old.items():
+            signal.signal(sig, h)
 
 
 @contextlib.contextmanager
@@ -114,7 +117,7 @@ def run_batch(jobs: list[SetJob], out: Path, *, source: str, workers: int = 1, r
     else:
         backend = LocalBackend(workers, gpus_per_set, echo)
     out.mkdir(parents=True, exist_ok=True)
-    with batch_lock(out), sigterm_as_interrupt():
+    with batch_lock(out), signals_as_interrupt():
         for job in jobs:  # what each child reads: the set's prompts exactly as validated
             atomic_write_text(_prompt_file(out, job), job.prompt_text)
         state = BatchState(out, jobs, source, workers, echo)
