@@ -34,7 +34,7 @@ SETTINGS = [
     "export.texture_size=128", "preview.resolution=64", "preview.views=2", "preview.sweep_frames=3",
     "checkpoint_every=1000",
 ]
-GRID = torch.stack(torch.meshgrid(*(torch.linspace(-0.95, 0.95, 36),) * 3, indexing="ij"), -1).reshape(-1, 3)
+GRID = torch.stack(torch.meshgrid(*(torch.linspace(-0.95, 0.95, 28),) * 3, indexing="ij"), -1).reshape(-1, 3)
 SPHERE_R, BOX_HALF = 0.5, (0.55, 0.4, 0.4)
 
 
