@@ -31,6 +31,16 @@ MAX_GRID_RESOLUTION = 65536
 EXPORT_FORMATS = ("glb", "obj", "fbx", "usdz")
 
 
+def parse_seed(value: object) -> int | None:
+    """A seed written by a person (a flag's text, or a YAML value): a whole number in
+    ``0..MAX_SEED``, else None. YAML's ``yes`` (True) is no seed though ``True == 1``, and
+    ``isdigit`` alone would take '²'."""
+    if isinstance(value, bool):
+        return None
+    s = str(value).strip()
+    return int(s) if s.isascii() and s.isdigit() and int(s) <= MAX_SEED else None
+
+
 def format_problem(formats: list[str] | tuple[str, ...], where: str) -> str | None:
     """The one-line problem of a list of export format names (``where``: the key or flag that gave
     it), or None when every name is known and there is at least one."""

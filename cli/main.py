@@ -144,7 +144,7 @@ def config_overrides(overrides: Optional[List[str]], seed: Optional[str], preset
     config.yaml is the config). A seed that is no whole number in range is a one-line error here,
     before any run folder exists."""
     from a3d_mesh.config import ConfigError
-    from a3d_mesh.config_ranges import MAX_SEED
+    from a3d_mesh.config_ranges import MAX_SEED, parse_seed
 
     if resume:
         flags = (("--preset", preset is not None), ("--seed", seed is not None), ("the overrides", bool(overrides)))
@@ -154,10 +154,10 @@ def config_overrides(overrides: Optional[List[str]], seed: Optional[str], preset
         return []
     if seed is None:
         return list(overrides or [])
-    s = seed.strip()
-    if not (s.isascii() and s.isdigit()) or int(s) > MAX_SEED:  # isdigit alone takes '²'
+    value = parse_seed(seed)
+    if value is None:
         raise ConfigError(f"--seed: expected a whole number in 0..{MAX_SEED}, got '{seed}'")
-    return list(overrides or []) + [f"seed={int(s)}"]
+    return list(overrides or []) + [f"seed={value}"]
 
 
 def format_list(text: str) -> List[str]:

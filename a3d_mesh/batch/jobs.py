@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from a3d_mesh import config_ranges
 from a3d_mesh.errors import A3DMeshError
 
 SET_KEYS = ("name", "prompts", "preset", "seed", "hybrids", "overrides")
@@ -34,7 +35,6 @@ SET_KEYS = ("name", "prompts", "preset", "seed", "hybrids", "overrides")
 _SET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 # Files of the batch folder itself, which a set's run folder must not shadow.
 RESERVED_SET_NAMES = frozenset({"batch.json"})
-MAX_SEED = 2 ** 63 - 1
 
 
 class BatchError(A3DMeshError, ValueError):
@@ -75,12 +75,11 @@ class SetJob:
 
 def parse_seed(text: Any, where: str) -> int:
     """A seed from a flag (text) or YAML (int): a whole number in 0..2^63-1, else a BatchError."""
-    if isinstance(text, bool):  # YAML 'yes' is True, and True == 1
-        raise BatchError(f"{where}: seed must be a whole number in 0..{MAX_SEED}, got {text!r}")
-    s = str(text).strip()
-    if not (s.isascii() and s.isdigit()) or int(s) > MAX_SEED:  # isdigit alone takes '²'
-        raise BatchError(f"{where}: seed must be a whole number in 0..{MAX_SEED}, got '{text}'")
-    return int(s)
+    value = config_ranges.parse_seed(text)
+    if value is None:
+        shown = repr(text) if isinstance(text, bool) else f"'{text}'"
+        raise BatchError(f"{where}: seed must be a whole number in 0..{config_ranges.MAX_SEED}, got {shown}")
+    return value
 
 
 def load_jobs(jobs: Path, preset: str | None = None, seed: int | None = None,
