@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from a3d_mesh.run.folder import checkpoint_files, started_run
+
 ERROR_PREFIX = "a3d-mesh: error: "
 EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130
 INTERRUPT_GRACE_S = 60.0  # a child finishes its step in flight and writes a checkpoint in this time
@@ -78,18 +80,10 @@ class AttemptResult:
         return asdict(self)
 
 
-def checkpoints(run_dir: Path) -> list[str]:
-    """The run folder's checkpoint files (the run package owns the layout)."""
-    from a3d_mesh.run.folder import checkpoint_files
-
-    return checkpoint_files(run_dir)
-
-
-def resumable(run_dir: Path) -> bool:
-    """Whether the run folder holds a started run that ``run --resume`` continues."""
-    from a3d_mesh.run.folder import started_run
-
-    return started_run(run_dir)
+def resume_point(run_dir: Path) -> str:
+    """Where a child started now continues: the run folder's checkpoint files, ``config.yaml`` for
+    a started run with none yet, or '' (a fresh run)."""
+    return (", ".join(checkpoint_files(run_dir)) or "config.yaml") if started_run(run_dir) else ""
 
 
 def _child_setup() -> None:
@@ -118,9 +112,8 @@ class Attempt:
     def __init__(self, spec: AttemptSpec) -> None:
         self.spec = spec
         run_dir = Path(spec.run_dir)
-        resume = resumable(run_dir)
-        self.resumed_from = (", ".join(checkpoints(run_dir)) or "config.yaml") if resume else ""
-        args = spec.resume_args if resume else spec.fresh_args
+        self.resumed_from = resume_point(run_dir)
+        args = spec.resume_args if self.resumed_from else spec.fresh_args
         cmd = [sys.executable, "-m", "a3d_mesh_cli.main", "run", spec.prompt_file, "--out", spec.run_dir, *args]
         Path(spec.log).parent.mkdir(parents=True, exist_ok=True)
         if sys.platform.startswith("linux"):
@@ -179,7 +172,7 @@ class Attempt:
             self.proc.wait()
 
     def _test_hook(self) -> None:
-        if self.spec.kill and self.spec.attempt == 1 and not self.killed_by_hook and checkpoints(Path(self.spec.run_dir)):
+        if self.spec.kill and self.spec.attempt == 1 and not self.killed_by_hook and checkpoint_files(self.spec.run_dir):
             self.killed_by_hook = True
             self.proc.kill()
             if self.spec.kill == "worker":  # the Ray worker itself dies, as on a lost node

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from a3d_mesh.atomic import atomic_write_text
-from a3d_mesh.batch.attempt import AttemptResult, AttemptSpec, checkpoints, resumable
+from a3d_mesh.batch.attempt import AttemptResult, AttemptSpec, resume_point
 from a3d_mesh.batch.backends import LocalBackend, RayBackend
 from a3d_mesh.batch.jobs import BatchError, SetJob
 from a3d_mesh.batch.state import BatchState, check_run_folders
@@ -179,8 +179,7 @@ def _loop(todo: deque[SetJob], out: Path, backend: Any, state: BatchState, retri
                 job = todo.popleft()
                 attempts[job.name] += 1
                 spec = _spec(job, out, attempts[job.name], kills)
-                run_dir = Path(spec.run_dir)
-                resumed = (", ".join(checkpoints(run_dir)) or "config.yaml") if resumable(run_dir) else ""
+                resumed = resume_point(Path(spec.run_dir))
                 handle, device = backend.start(spec)
                 running[job.name] = (handle, job)
                 state.started_attempt(job.name, state.sets[job.name].attempts + 1, device, resumed, spec.log)

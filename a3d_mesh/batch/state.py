@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Callable
 
 from a3d_mesh.atomic import atomic_write_text
-from a3d_mesh.batch.attempt import AttemptResult, resumable
+from a3d_mesh.batch.attempt import AttemptResult
 from a3d_mesh.batch.jobs import BatchError, SetJob
+from a3d_mesh.run.folder import started_run
 from a3d_mesh.run.manifest import finished_assets
 
 BATCH_FILE = "batch.json"
@@ -52,7 +53,7 @@ def check_run_folders(jobs: list[SetJob], out: Path, resume: bool) -> dict[str, 
         if assets is not None:
             done[job.name] = assets
             continue
-        if not resumable(run_dir):
+        if not started_run(run_dir):
             continue  # only a lock file (killed before its first write): it starts afresh
         try:
             saved = (run_dir / "prompts.txt").read_text(encoding="utf-8")
