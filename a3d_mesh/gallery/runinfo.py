@@ -112,7 +112,7 @@ def export_prefix(run_dir: Path, manifest: dict[str, Any]) -> str:
     for rec in manifest.get("assets", []):
         for rel in _asset_paths(rec):
             if (run_dir / EXPORT_DIR / rel).is_file():
-                return "export/"
+                return f"{EXPORT_DIR}/"
             if (run_dir / rel).is_file():
                 return ""
     return f"{EXPORT_DIR}/" if (run_dir / EXPORT_DIR).is_dir() or not manifest.get("assets") else ""

@@ -167,8 +167,8 @@ def _ground(transform: SetTransform, verts: torch.Tensor, faces: torch.Tensor,
             min_component_area: float) -> tuple[SetTransform, float]:
     """The asset's grounded transform and offset, judged on the pieces export keeps: cleanup drops
     debris by this same rule, and a blob under the object must not hold it up in the air."""
-    kept_v, _ = kept_pieces(verts, faces, min_component_area)
-    return grounded(transform, kept_v.cpu().numpy())
+    kept_v, _, _ = drop_small_components(verts.detach().cpu().numpy(), faces.detach().cpu().numpy(), min_component_area)
+    return grounded(transform, kept_v)
 
 
 STAGING_PREFIX = ".a3d-staging-"
