@@ -5,7 +5,8 @@ A3D trains the inside of each transition with SDS under the mixed text embedding
 the prior drew noise or one fixed class at mixed embeddings, the transitions would have nothing
 plausible to become and could not hold a set together. This draws DDIM samples at
 ``a = 1, 0.75, 0.5, 0.25, 0`` (rows, top first) with the same starting noise in each column,
-so a column shows how one sample moves from prompt i to prompt j.
+so a column shows how one sample moves from prompt i to prompt j. Each sample is one object seen
+in the prior's 4 views (front, right, back, left at 15 deg elevation: 4 columns).
 
     .venv/bin/python benchmarks/toy_prior_mixtures.py "a red chair" "a blue bench" --out docs/toy-prior-mix-chair-bench.png
 """
@@ -22,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from a3d_mesh.guidance import encode_prompts, load_components  # noqa: E402
 from a3d_mesh.simplex import edge  # noqa: E402
+from a3d_mesh.toy.data import TOY_FRAMES  # noqa: E402
 from a3d_mesh.toy.prior import sample  # noqa: E402
 from a3d_mesh.images import labelled_grid, row, save_png  # noqa: E402
 
@@ -30,14 +32,16 @@ WEIGHTS = (1.0, 0.75, 0.5, 0.25, 0.0)
 
 def mixture_rows(model: str, prompt_i: str, prompt_j: str, samples: int, seed: int, steps: int,
                  guidance_scale: float) -> list[torch.Tensor]:
-    """One strip ``[R, samples * R, 3]`` per weight in ``WEIGHTS``, each from the same noise; the
-    embeddings of each code are mixed as in training (``PromptEmbeddings.mix`` of the edge code)."""
+    """One strip ``[R, samples * 4 * R, 3]`` per weight in ``WEIGHTS`` (4 views per sample), each from
+    the same noise; the embeddings of each code are mixed as in training (``PromptEmbeddings.mix``
+    of the edge code)."""
     comps = load_components(model, "cpu")
     emb = encode_prompts(comps, [prompt_i, prompt_j])
     out = []
     for a in WEIGHTS:
-        cond, uncond = (e.expand(samples, -1, -1) for e in emb.mix(edge(0, 1, a, 2)))
-        out.append(row(sample(comps.unet, cond, uncond, torch.Generator().manual_seed(seed), steps, guidance_scale)))
+        cond, uncond = (e.expand(samples * TOY_FRAMES, -1, -1) for e in emb.mix(edge(0, 1, a, 2)))
+        out.append(row(sample(comps.unet, cond, uncond, torch.Generator().manual_seed(seed), steps=steps,
+                              guidance_scale=guidance_scale)))
     return out
 
 
@@ -47,7 +51,7 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("prompt_j")
     ap.add_argument("--out", type=Path, required=True, help="PNG to write")
     ap.add_argument("--model", default="toy", help="the prior: toy (bundled) or a diffusers folder")
-    ap.add_argument("--samples", type=int, default=8, help="columns (one starting noise each)")
+    ap.add_argument("--samples", type=int, default=3, help="objects (4 views each) in a row")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--steps", type=int, default=30, help="DDIM steps")
     ap.add_argument("--guidance-scale", type=float, default=3.0)

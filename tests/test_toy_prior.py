@@ -96,6 +96,7 @@ def test_the_class_word_rewards_the_seat(family: str) -> None:
     obj.colour = "red"
     evidence = []
     for shape in (obj, shapes.without_seat(obj)):
-        err = denoising_errors(comps, ctx, shape, timesteps=[200, 400, 600], yaws=6, views=2)
+        err = denoising_errors(comps, ctx, shape, timesteps=[200, 400, 600], yaws=[60.0 * k for k in range(6)],
+                               views=4)
         evidence.append(float(err[1] - err[0]))
     assert evidence[0] > evidence[1] + 2e-4, evidence

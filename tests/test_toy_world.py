@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from a3d_mesh.guidance import GuidanceModelError, SDSConfig, SDSGuidance, encode_prompts, load_components
+from a3d_mesh.guidance import GuidanceModelError, SDSConfig, encode_prompts, load_components
 from a3d_mesh.guidance import loader
+from a3d_mesh.guidance.mvdream import MVDreamSDS, is_multiview_unet
 from a3d_mesh.toy import shapes
 from a3d_mesh.toy.data import DataConfig, make_dataset, make_near_misses, make_seatless
 from a3d_mesh.toy.train import learning_rate, load_or_make_dataset, parse_args
@@ -111,41 +112,55 @@ def test_without_seat_removes_exactly_the_seat_in_place(family: str) -> None:
 
 
 def test_near_misses_are_seeded_filled_objects_on_white() -> None:
-    cfg = DataConfig(views_per_object=2)
-    near = make_near_misses(8, seed=3, cfg=cfg)
-    assert near.shape == (16, 32, 32, 3) and torch.equal(near, make_near_misses(8, seed=3, cfg=cfg))
-    real, _ = make_dataset(8, seed=3, cfg=cfg)
-    fg_near = (near.float().mean(-1) < 240).float().mean((1, 2))
+    near = make_near_misses(8, seed=3)
+    assert near.images.shape == (32, 32, 32, 3) and torch.equal(near.images, make_near_misses(8, seed=3).images)
+    assert set(near.captions) == {""}
+    real = make_dataset(8, seed=3).images
+    fg_near = (near.images.float().mean(-1) < 240).float().mean((1, 2))
     fg_real = (real.float().mean(-1) < 240).float().mean((1, 2))
-    assert bool((near[:, 0, 0] > 240).all())
+    assert bool((near.images[:, 0, 0] > 240).all())
     # Filled shapes cover more of the frame than the open furniture they are made from.
     assert float(fg_near.mean()) > 1.2 * float(fg_real.mean())
 
 
 def test_seatless_near_misses_are_seeded_open_frames_on_white() -> None:
-    cfg = DataConfig(views_per_object=2)
-    bare = make_seatless(8, seed=3, cfg=cfg)
-    assert bare.shape == (16, 32, 32, 3) and torch.equal(bare, make_seatless(8, seed=3, cfg=cfg))
-    assert bool((bare[:, 0, 0] > 240).all())
-    real, _ = make_dataset(8, seed=3, cfg=cfg)
-    fg_bare = (bare.float().mean(-1) < 240).float().mean((1, 2))
+    bare = make_seatless(8, seed=3)
+    assert bare.images.shape == (32, 32, 32, 3) and torch.equal(bare.images, make_seatless(8, seed=3).images)
+    assert bool((bare.images[:, 0, 0] > 240).all())
+    real = make_dataset(8, seed=3).images
+    fg_bare = (bare.images.float().mean(-1) < 240).float().mean((1, 2))
     fg_real = (real.float().mean(-1) < 240).float().mean((1, 2))
     # Without the seat or top (the broadest part) the objects cover clearly less of the frame.
     assert float(fg_bare.mean()) < 0.85 * float(fg_real.mean())
 
 
 def test_dataset_is_seeded_and_captioned() -> None:
-    cfg = DataConfig(views_per_object=2)
-    imgs, caps = make_dataset(8, seed=3, cfg=cfg)
-    again, caps2 = make_dataset(8, seed=3, cfg=cfg)
-    assert imgs.shape == (16, 32, 32, 3) and imgs.dtype == torch.uint8
-    assert torch.equal(imgs, again) and caps == caps2
+    data, again = make_dataset(8, seed=3), make_dataset(8, seed=3)
+    imgs, caps = data.images, data.captions
+    assert imgs.shape == (32, 32, 32, 3) and imgs.dtype == torch.uint8 and data.angles.shape == (32, 2)
+    assert torch.equal(imgs, again.images) and caps == again.captions and torch.equal(data.angles, again.angles)
     assert set(caps) <= {""} | {f"a {f}" for f in shapes.FAMILIES} | {
         f"a {c} {f}" for f in shapes.FAMILIES for c in shapes.COLOURS}
     # White background around an object that covers a real part of the frame.
     fg = (imgs.float().mean(-1) < 240).float().mean((1, 2))
     assert bool((fg > 0.03).all()) and bool((fg < 0.6).all())
     assert bool((imgs[:, 0, 0] > 240).all())
+
+
+def test_views_come_in_spread_groups_of_four_with_one_caption() -> None:
+    """What the multi-view prior trains on: each object's 4 views share caption, elevation and
+    object, and stand 90 deg apart in azimuth (MVDream's groups); the pose is canonical, so the
+    front view (azimuth near 0) of a chair shows the seat's front edge, not its back."""
+    data = make_dataset(8, seed=3)
+    groups = data.angles.view(8, 4, 2)
+    assert all(len(set(data.captions[4 * i:4 * i + 4])) == 1 for i in range(8))
+    assert torch.equal(groups[:, :, 0], groups[:, :1, 0].expand(8, 4))
+    steps = torch.remainder(groups[:, 1:, 1] - groups[:, :-1, 1], 360.0)
+    assert torch.allclose(steps, torch.full_like(steps, 90.0), atol=1e-3)
+
+
+def comps_is_multiview(folder: Path) -> bool:
+    return is_multiview_unet(load_components(str(folder), "cpu").unet)
 
 
 def _train(out: Path, *extra: str) -> None:
@@ -186,6 +201,7 @@ def test_a_continued_run_with_near_misses_is_one_run(tmp_path: Path) -> None:
     assert (tmp_path / "whole" / "near_misses.pt").is_file() and (tmp_path / "whole" / "seatless.pt").is_file()
     info = json.loads((tmp_path / "whole" / "prior" / "a3d_toy.json").read_text())
     assert info["images"] == 4 * (8 + 4 + 4)  # objects, near misses and seatless, 4 views each
+    assert info["views_per_group"] == 4 and comps_is_multiview(tmp_path / "whole" / "prior")
     args = parse_args(["--steps", "6", *whole, "--lr", "1e-3", "--warmup", "1"])
     assert [round(learning_rate(args, s), 6) for s in range(6)] == [1e-3, 1e-3, 1e-3, 5.5e-4, 1e-4, 1e-4]
 
@@ -210,12 +226,13 @@ def test_pixel_space_sds_puts_the_gradient_on_the_image(tmp_path: Path) -> None:
     _train(tmp_path / "p", "--steps", "1")
     comps = load_components(str(tmp_path / "p" / "prior"), "cpu")
     emb = encode_prompts(comps, ["a red chair", "a blue table"])
-    sds = SDSGuidance(comps, emb, SDSConfig(guidance_scale=10.0, resolution=32), seed=0)
-    img = torch.full((2, 64, 64, 3), 0.5, requires_grad=True)
-    out = sds(img, torch.tensor([0.5, 0.5]), progress=0.3)
+    sds = MVDreamSDS(comps, emb, SDSConfig(guidance_scale=10.0, resolution=32), seed=0)
+    img = torch.full((4, 64, 64, 3), 0.5, requires_grad=True)  # one group of 4 views
+    views = sds.camera_views(torch.full((4,), 15.0), torch.tensor([0.0, 90.0, 180.0, -90.0]))
+    out = sds(img, torch.tensor([0.5, 0.5]), progress=0.3, views=views)
     out.loss.backward()
     assert img.grad is not None and bool(torch.isfinite(img.grad).all()) and float(img.grad.abs().sum()) > 0
-    # The gradient is g / B on the [-1, 1] image at 32 px: back through the 2x resize and the
+    # The gradient is (z - x0) / B on the [-1, 1] image at 32 px: back through the 2x resize and the
     # x -> 2x - 1 map, so it is non-zero everywhere the (smooth) SDS target differs.
     assert out.grad_norm > 0 and not out.nonfinite
 
@@ -226,3 +243,12 @@ def test_missing_toy_prior_is_a_one_line_error(tmp_path: Path, monkeypatch: pyte
         load_components("toy", "cpu")
     msg = str(info.value)
     assert "\n" not in msg and "python -m a3d_mesh.toy.train" in msg
+
+
+def test_a_multiview_bundled_prior_loads_as_toy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The day the bundled prior is a multi-view one, ``guidance.model=toy`` must reach the MVDream
+    loader (camera input, no VAE needed) rather than the SD one."""
+    _train(tmp_path / "p", "--steps", "1")
+    monkeypatch.setattr(loader, "bundled_toy_prior", lambda: tmp_path / "p" / "prior")
+    comps = load_components("toy", "cpu")
+    assert is_multiview_unet(comps.unet) and comps.vae is None and comps.native_resolution == 32

@@ -11,7 +11,8 @@
   ``text_encoder``, ``tokenizer``, ``scheduler`` subfolders);
 - ``"toy"``: the toy-world prior shipped in the package (``a3d_mesh/toy/assets/toy-prior``,
   trained by ``python -m a3d_mesh.toy.train``): a pixel-space model, i.e. a folder whose
-  ``model_index.json`` names no ``vae`` (``[null, null]``); SDS then runs on RGB directly;
+  ``model_index.json`` names no ``vae`` (``[null, null]``), so SDS runs on RGB directly; its UNet
+  is multi-view (MVDream's structure), so ``load_components`` hands it to ``mvdream.loader``;
 - ``"tiny"``: the project's random-weight test pipeline (``guidance.tiny``), built on first use in
   ``$A3D_CACHE/models/tiny-sd`` (default ``~/.cache/a3d-mesh/models/tiny-sd``) and then loaded
   through the same ``from_pretrained`` calls as a real checkpoint.

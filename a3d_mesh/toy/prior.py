@@ -1,4 +1,5 @@
-"""The toy prior: a small pixel-space, text-conditioned diffusion model in diffusers layout.
+"""The toy prior: a small pixel-space, multi-view, camera- and text-conditioned diffusion model in
+diffusers layout (MVDream's structure in miniature).
 
 Why pixel space at 32 px (and no VAE): the toy world's images are flat-shaded furniture on
 white; at 32 px a silhouette already tells a chair from a table. A latent model would need a VAE
@@ -12,8 +13,12 @@ Parts:
 - ``tokenizer``: the project's byte-level CLIP BPE (``guidance.tiny``) with whole-word merges for
   the toy vocabulary, context length ``TOY_MAX_LENGTH`` (captions are a few words);
 - ``text_encoder``: a 2-layer ``CLIPTextModel`` of width 64, trained with the UNet;
-- ``unet``: ``UNet2DConditionModel`` on ``[B, 3, 32, 32]``, levels 32 -> 16 -> 8 px (32, 64, 64
-  channels) with cross-attention at 8 px;
+- ``unet``: ``guidance.mvdream.MultiViewUNet2DConditionModel`` on ``[B, 3, 32, 32]`` (B a multiple
+  of 4: groups of ``TOY_FRAMES`` views of one object), levels 32 -> 16 -> 8 px (32, 64, 64 channels)
+  with attention at 8 px: self-attention across the group's views, cross-attention to the text;
+  each view's camera (MVDream's 16-value conditioning, ``mvdream.cameras``) is added to the
+  timestep embedding. So ``guidance.model=toy`` runs the MVDream guidance path (``MVDreamSDS``,
+  4-view camera groups) end to end, and the prior knows where an object's front is (+Z);
 - ``scheduler``: ``DDPMScheduler`` with the cosine ("squaredcos_cap_v2") betas, epsilon prediction.
 """
 
@@ -24,7 +29,10 @@ from pathlib import Path
 
 import torch
 
+from a3d_mesh.guidance.mvdream.cameras import mvdream_camera_from_angles
+from a3d_mesh.guidance.mvdream.unet import is_multiview_unet
 from a3d_mesh.guidance.tiny import BOS_TOKEN, EOS_TOKEN, model_index, tiny_vocab_and_merges, write_tiny_tokenizer
+from a3d_mesh.toy.data import TOY_FRAMES
 from a3d_mesh.toy.shapes import COLOURS, FAMILIES
 
 TOY_MAX_LENGTH = 16
@@ -36,17 +44,19 @@ TOY_MARKER = "a3d_toy.json"
 
 def build_modules(vocab_size: int, eos_id: int, bos_id: int) -> dict[str, torch.nn.Module]:
     """Fresh ``unet`` and ``text_encoder`` (initialised from the global torch RNG)."""
-    from diffusers import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    unet = UNet2DConditionModel(
+    from a3d_mesh.guidance.mvdream.unet import MultiViewUNet2DConditionModel
+
+    unet = MultiViewUNet2DConditionModel(
+        num_frames=TOY_FRAMES,
         sample_size=TOY_RESOLUTION,
         in_channels=3,
         out_channels=3,
         block_out_channels=(32, 64, 64),
         layers_per_block=1,
-        # Text enters at 8 px (and the mid block): a caption names a class and a colour, global
-        # facts, and attention at 16 px would double a CPU training step.
+        # Attention at 8 px (and the mid block): a caption names a class and a colour, global
+        # facts, the views meet there, and attention at 16 px would double a CPU training step.
         down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
         cross_attention_dim=TOY_TEXT_WIDTH,
@@ -94,19 +104,39 @@ def save_prior(folder: Path, unet: torch.nn.Module, text_encoder: torch.nn.Modul
     if (folder / "tokenizer").resolve() != tokenizer_dir.resolve():
         shutil.copytree(tokenizer_dir, folder / "tokenizer", dirs_exist_ok=True)
     scheduler.save_pretrained(folder / "scheduler")  # type: ignore[attr-defined]
-    (folder / "model_index.json").write_text(json.dumps(model_index(vae=False), indent=2), encoding="utf-8")
+    index = model_index(vae=False)
+    index["_class_name"] = "MVDreamPipeline"
+    index["unet"] = ["a3d_mesh.guidance.mvdream", "MultiViewUNet2DConditionModel"]
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
     (folder / TOY_MARKER).write_text(json.dumps(info, indent=2), encoding="utf-8")
+
+
+def camera_labels(angles: torch.Tensor) -> torch.Tensor:
+    """The UNet's camera input ``[B, 16]`` of views at ``angles`` ``[B, 2]`` (elevation, azimuth in
+    degrees, our frame), exactly as ``MVDreamSDS.camera_views`` conditions it."""
+    return mvdream_camera_from_angles(angles[:, 0], angles[:, 1])
+
+
+def orbit_angles(groups: int, elevation: float = 15.0, start: float = 0.0) -> torch.Tensor:
+    """``[groups * TOY_FRAMES, 2]``: each group the views at azimuths ``start + 90 k`` (front first)."""
+    az = start + torch.arange(TOY_FRAMES, dtype=torch.float32) * (360.0 / TOY_FRAMES)
+    one = torch.stack([torch.full_like(az, elevation), (az + 180.0) % 360.0 - 180.0], -1)
+    return one.repeat(groups, 1)
 
 
 @torch.no_grad()
 def sample(unet: torch.nn.Module, cond: torch.Tensor, uncond: torch.Tensor, generator: torch.Generator,
-           steps: int = 50, guidance_scale: float = 3.0) -> torch.Tensor:
-    """DDIM samples with classifier-free guidance.
+           angles: torch.Tensor | None = None, steps: int = 50, guidance_scale: float = 3.0) -> torch.Tensor:
+    """DDIM samples with classifier-free guidance, in groups of ``TOY_FRAMES`` views of one object.
 
     Args:
         unet: the toy UNet (any device; float32).
-        cond, uncond: ``[B, L, D]`` text embeddings of the captions and of ``""``.
+        cond, uncond: ``[B, L, D]`` text embeddings of the captions and of ``""`` (B a multiple of
+            4; a group's 4 rows normally carry the same caption).
         generator: CPU generator for the initial noise.
+        angles: ``[B, 2]`` camera elevation and azimuth of each view (default: every group seen at
+            15 deg elevation from the front, right side, back and left side, ``orbit_angles``);
+            unused by a single-view prior, which takes any B.
         steps: DDIM steps (eta = 0).
         guidance_scale: CFG scale.
 
@@ -121,10 +151,17 @@ def sample(unet: torch.nn.Module, cond: torch.Tensor, uncond: torch.Tensor, gene
     sched.set_timesteps(steps)
     dev = next(unet.parameters()).device
     b, r = cond.shape[0], unet.config.sample_size
+    extra = {}
+    if is_multiview_unet(unet):  # single-view priors (format 1, before the multi-view toy prior) take no camera
+        if b % TOY_FRAMES:
+            raise ValueError(f"the toy prior samples groups of {TOY_FRAMES} views; got {b} captions")
+        cams = camera_labels(orbit_angles(b // TOY_FRAMES) if angles is None else angles).to(dev)
+        extra["class_labels"] = torch.cat([cams, cams])
     x = torch.randn(b, 3, r, r, generator=generator).to(dev)
     ctx = torch.cat([cond, uncond]).to(dev)
     for t in sched.timesteps:
-        eps = unet(torch.cat([x, x]), t.to(dev).expand(2 * b), encoder_hidden_states=ctx, return_dict=False)[0]
+        eps = unet(torch.cat([x, x]), t.to(dev).expand(2 * b), encoder_hidden_states=ctx, return_dict=False,
+                   **extra)[0]
         e_c, e_u = eps.chunk(2)
         x = sched.step(e_u + guidance_scale * (e_c - e_u), t, x).prev_sample
     return ((x.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu()

@@ -1,8 +1,10 @@
 """Train the toy prior: ``python -m a3d_mesh.toy.train --out runs/toy-prior``.
 
-Renders the toy training set (``toy.data``, cached in the output folder), then trains the
-pixel-space UNet and its text encoder together with the plain epsilon objective
-``||eps - eps_theta(sqrt(a_t) x0 + sqrt(1 - a_t) eps, t, tau(caption))||^2`` (t uniform),
+Renders the toy training set (``toy.data``: objects in canonical pose, 4-view groups with their
+cameras; cached in the output folder), then trains the pixel-space multi-view UNet and its text
+encoder together with the plain epsilon objective
+``||eps - eps_theta(sqrt(a_t) x0 + sqrt(1 - a_t) eps, t, tau(caption), camera)||^2`` on groups of 4
+views (one t uniform per group, as MVDream trains and as ``MVDreamSDS`` draws it),
 AdamW at a constant learning rate after a short warm-up (optionally falling linearly at the end), and an exponential moving average of
 the weights, which is what gets saved (EMA weights sample far better after a short run).
 Captions are dropped to ``""`` at the data level (``DataConfig.p_empty``) so the model also
@@ -35,9 +37,11 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from a3d_mesh.toy.data import DATA_VERSION, DataConfig, caption, make_dataset, make_near_misses, make_seatless
+from a3d_mesh.toy.data import (DATA_VERSION, TOY_FRAMES, DataConfig, ToyImages, caption, make_dataset,
+                               make_near_misses, make_seatless)
 from a3d_mesh.guidance.embeddings import tokenize
-from a3d_mesh.toy.prior import build_modules, new_scheduler, new_tokenizer, sample, save_prior, special_ids
+from a3d_mesh.toy.prior import (build_modules, camera_labels, new_scheduler, new_tokenizer, sample, save_prior,
+                                special_ids)
 from a3d_mesh.toy.shapes import COLOURS, FAMILIES
 from a3d_mesh.checkpoint import atomic_torch_save
 from a3d_mesh.images import row, save_png
@@ -48,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("runs/toy-prior"))
     p.add_argument("--objects", type=int, default=4000, help="procedural objects (x4 views each)")
     p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--batch", type=int, default=32, help="images per step (a multiple of 4: groups of 4 views)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--decay-start", type=int, default=0,
@@ -77,10 +81,13 @@ def load_or_make_dataset(out: Path, n_objects: int, seed: int, name: str = "data
     if path.is_file():
         data = torch.load(path)
         if all(data.get(k) == v for k, v in key.items()):
-            return data["data"]
+            found = data["data"]
+            # Training sets are stored as their plain fields (tensors and strings: torch.load's
+            # weights-only unpickler builds no classes) and rebuilt here.
+            return ToyImages(**found) if isinstance(found, dict) else found
     t0 = time.time()
     made = make(n_objects, seed)
-    atomic_torch_save({**key, "data": made}, path)
+    atomic_torch_save({**key, "data": vars(made) if isinstance(made, ToyImages) else made}, path)
     print(f"[toy] rendered {name} ({n_objects} objects) in {time.time() - t0:.0f} s", flush=True)
     return made
 
@@ -104,18 +111,24 @@ def sample_prompts() -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
+    if a.batch % TOY_FRAMES:
+        raise SystemExit(f"--batch must be a multiple of {TOY_FRAMES} (groups of {TOY_FRAMES} views), got {a.batch}")
     if a.threads:
         torch.set_num_threads(a.threads)
     a.out.mkdir(parents=True, exist_ok=True)
     ckpt_path = a.out / "train_state.pt"
-    images, captions = load_or_make_dataset(a.out, a.objects, a.seed)
-    n = images.shape[0]  # the pool drawn from before --near-miss-start
+    data: ToyImages = load_or_make_dataset(a.out, a.objects, a.seed)
+    n = len(data) // TOY_FRAMES  # the groups drawn from before --near-miss-start
     # Hard negatives, all under the empty caption; each kind has its own seed offset and cache file.
     for count, offset, name, make in ((a.near_misses, 7, "near_misses.pt", make_near_misses),
                                       (a.seatless, 11, "seatless.pt", make_seatless)):
         if count:
-            extra = load_or_make_dataset(a.out, count, a.seed + offset, name, make)
-            images, captions = torch.cat([images, extra]), captions + [""] * extra.shape[0]
+            data = ToyImages.cat([data, load_or_make_dataset(a.out, count, a.seed + offset, name, make)])
+    images, captions = data.images, data.captions
+    cameras = camera_labels(data.angles)  # [N, 16]
+    # The camera of a mirrored view (x -> -x) of an object that is its own mirror image (every
+    # family is symmetric in x) is the camera at the negated azimuth.
+    cameras_mirrored = camera_labels(data.angles * torch.tensor([1.0, -1.0]))
     tokenizer, vocab = new_tokenizer(a.out / "tokenizer")
     uniq = sorted(set(captions))
     ids_table = tokenize(tokenizer, uniq)
@@ -150,17 +163,21 @@ def main(argv: list[str] | None = None) -> int:
     unet.train(), text.train()
     t_start = time.time() - elapsed
     while step < a.steps:
-        pool = images.shape[0] if step >= a.near_miss_start else n
-        idx = torch.randint(0, pool, (a.batch,), generator=g)
+        pool = len(captions) // TOY_FRAMES if step >= a.near_miss_start else n
+        groups = a.batch // TOY_FRAMES
+        group = torch.randint(0, pool, (groups,), generator=g)
+        idx = (group.view(-1, 1) * TOY_FRAMES + torch.arange(TOY_FRAMES)).view(-1)  # whole groups, in order
         x0 = images[idx].float().div(255).permute(0, 3, 1, 2) * 2 - 1
-        flip = torch.rand(a.batch, generator=g) < 0.5  # a mirrored chair is a chair; yaw is random anyway
+        # A group mirrored as a whole is the same object seen from the mirrored cameras.
+        flip = (torch.rand(groups, generator=g) < 0.5).repeat_interleave(TOY_FRAMES)
         x0 = torch.where(flip.view(-1, 1, 1, 1), x0.flip(-1), x0)
-        t = torch.randint(0, alphas.shape[0], (a.batch,), generator=g)
+        cams = torch.where(flip.view(-1, 1), cameras_mirrored[idx], cameras[idx])
+        t = torch.randint(0, alphas.shape[0], (groups,), generator=g).repeat_interleave(TOY_FRAMES)
         eps = torch.randn(x0.shape, generator=g)
         ab = alphas[t].view(-1, 1, 1, 1)
         xt = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
         ctx = text(ids_table[cap_index[idx]])[0]
-        pred = unet(xt, t, encoder_hidden_states=ctx, return_dict=False)[0]
+        pred = unet(xt, t, encoder_hidden_states=ctx, class_labels=cams, return_dict=False)[0]
         loss = F.mse_loss(pred, eps)
         for group in opt.param_groups:
             group["lr"] = learning_rate(a, step)
@@ -191,19 +208,22 @@ def main(argv: list[str] | None = None) -> int:
     final = sum(losses[-200:]) / max(len(losses[-200:]), 1)
     info = {"format": 1, "resolution": int(images.shape[1]), "train": {k: str(v) if isinstance(v, Path) else v
                                                                         for k, v in vars(a).items() if k not in ("resume", "out")},
-            "data": asdict(DataConfig()), "images": int(images.shape[0]), "steps": step, "train_seconds": round(elapsed, 1),
+            "data": asdict(DataConfig()), "images": int(images.shape[0]), "views_per_group": TOY_FRAMES, "steps": step, "train_seconds": round(elapsed, 1),
             "final_loss_last200": round(final, 5), "torch": torch.__version__}
     save_prior(a.out / "prior", unet, text, a.out / "tokenizer", sched, info)
     prompts = sample_prompts()
     with torch.no_grad():
         h = text(tokenize(tokenizer, prompts + [""]))[0]
-        cond, uncond = h[:-1], h[-1:].expand(len(prompts), -1, -1)
-        # Four seeds: each is one column of the grid, each prompt one row.
+        cond = h[:-1].repeat_interleave(TOY_FRAMES, 0)
+        uncond = h[-1:].expand(cond.shape[0], -1, -1)
+        # Two seeds, each a group of 4 views (front, right, back, left at 15 deg): one row a prompt.
         seeds = [sample(unet, cond, uncond, torch.Generator().manual_seed(100 + r), steps=a.sample_steps)
-                 for r in range(4)]
-    per_prompt = torch.stack(seeds, 1)  # [P, 4, R, R, 3]
+                 for r in range(2)]
+    per_prompt = torch.cat([s.view(len(prompts), TOY_FRAMES, *s.shape[1:]) for s in seeds], 1)  # [P, 8, R, R, 3]
     save_png(a.out / "samples.png", torch.cat([row(imgs) for imgs in per_prompt], 0))
-    (a.out / "samples.json").write_text(json.dumps({"rows": prompts, "cols": "4 seeds (100-103)"}, indent=2))
+    (a.out / "samples.json").write_text(json.dumps(
+        {"rows": prompts, "cols": "2 seeds (100, 101) x views at azimuth 0, 90, 180, 270 (front first), 15 deg up"},
+        indent=2))
     print(f"[toy] done: {step} steps in {elapsed / 60:.1f} min, final loss {final:.4f}; prior in {a.out / 'prior'}",
           flush=True)
     return 0

@@ -4,6 +4,8 @@
 names and JSON configs only):
 
 - ``"tiny-mvdream"``: the random-weight test pipeline (``mvdream.tiny``), built in the cache;
+- ``"toy"``: the bundled toy-world prior (``a3d_mesh.toy``), a pixel-space multi-view model (no
+  VAE: ``model_index.json`` names it ``[null, null]``);
 - ``"mvdream-sd2.1"``: MVDream's SD 2.1 base 4-view model from the local Hugging Face cache: the
   diffusers port ``ashawkey/mvdream-sd2.1-diffusers`` if cached, else the original
   ``sd-v2.1-base-4view.pt`` of ``MVDream/MVDream``; when neither is cached and downloads are
@@ -35,8 +37,9 @@ import torch
 
 from a3d_mesh.errors import first_line
 from a3d_mesh.guidance import sources
-from a3d_mesh.guidance.loader import (DEFAULT_MODEL, GuidanceModelError, SDComponents, _text_dtype_kwarg, has_vae,
-                                      resolve_dtype, resolve_source)
+from a3d_mesh.guidance import loader as sd_loader
+from a3d_mesh.guidance.loader import (DEFAULT_MODEL, TOY_MODEL, GuidanceModelError, SDComponents, _text_dtype_kwarg,
+                                      has_vae, resolve_dtype, resolve_source)
 from a3d_mesh.guidance.mvdream.convert import (CHECKPOINT_SUFFIXES, MVDreamKindError, MVDreamWeightsError,
                                                load_port_unet, load_single_file_unet)
 from a3d_mesh.guidance.mvdream.tiny import ensure_tiny_multiview_pipeline
@@ -78,6 +81,9 @@ def multiview_source(model: str) -> tuple[str, Path | str] | None:
     """
     if model == TINY_MULTIVIEW:
         return "tiny", model
+    if model == TOY_MODEL:  # a missing bundled prior is reported by the SD loader, with how to train it
+        folder = sd_loader.bundled_toy_prior()
+        return ("folder", folder) if _is_multiview_folder(folder) else None
     if model == MVDREAM_PRIOR:
         return "prior", model
     path = Path(model).expanduser()
@@ -135,8 +141,11 @@ def _resolve_prior(local_files_only: bool | None) -> tuple[str, Path]:
 
 
 def check_parts(folder: Path, name: str, parts: tuple[str, ...] = tuple(_PARTS)) -> None:
-    """Raise ``MVDreamWeightsError`` naming the first of ``parts`` that ``folder`` lacks."""
+    """Raise ``MVDreamWeightsError`` naming the first of ``parts`` that ``folder`` lacks (a
+    pixel-space folder, whose ``model_index.json`` declares no VAE, needs none)."""
     for part in parts:
+        if part == "vae" and not has_vae(str(folder)):
+            continue
         target = folder / _PARTS[part]
         if not (target.is_dir() and any(target.iterdir())) and not target.is_file():
             raise MVDreamWeightsError(f"MVDream folder '{name}' has no {part} (missing {_PARTS[part]}); "
