@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from a3d_mesh.guidance import load_components  # noqa: E402
 from a3d_mesh.toy.scores import contexts, denoising_errors  # noqa: E402
-from a3d_mesh.toy.shapes import filled, rotate_yaw, template, without_seat  # noqa: E402
+from a3d_mesh.toy.shapes import filled, template, without_seat  # noqa: E402
 
 
 def main() -> None:
@@ -41,18 +41,17 @@ def main() -> None:
     chair = shapes["chair"]
     shapes["column-chair"] = filled(chair, chair.params["seat_h"])  # what SDS made of "a red chair"
     shapes["block-chair"] = filled(chair, 0.0)
-    turned = template("chair")
-    turned.verts = rotate_yaw(turned.verts, 180.0)  # back at +Z: facing away from the prior's front
-    shapes["chair turned"] = turned
     for f in ("chair", "stool", "table", "bench"):
         shapes[f"{f} no seat"] = without_seat(shapes[f])
+    yaws = {name: 0.0 for name in shapes}
+    shapes["chair turned"], yaws["chair turned"] = template("chair"), 180.0  # back at +Z: facing away from the front
     prompts = [f"a {args.colour} {f}" for f in ("chair", "table", "bench", "stool")]
     ctx = contexts(comps, prompts)
     print(f"mean denoising error (lower = preferred), {len(args.timesteps)} timesteps, 16 views")
     print(f"{'shape':14}" + "".join(f"{p:>15}" for p in prompts) + f"{'(no prompt)':>15}{'own: uncond-cond':>20}")
     for name, obj in shapes.items():
         obj.colour = args.colour
-        err = denoising_errors(comps, ctx, obj, args.timesteps, views=16)
+        err = denoising_errors(comps, ctx, obj, args.timesteps, yaws=(yaws[name],), views=16)
         own = prompts.index(f"a {args.colour} {obj.family}")
         print(f"{name:14}" + "".join(f"{float(e):15.4f}" for e in err) + f"{float(err[-1] - err[own]):20.4f}")
 

@@ -21,10 +21,11 @@ def samples() -> dict[str, torch.Tensor]:
     prompts = ["a red chair", "a blue chair", "a red table", "a red stool"]
     emb = encode_prompts(comps, prompts)
     torch.manual_seed(0)
-    n = 6
+    n = 8  # two objects of 4 views each
     cond = emb.cond.repeat_interleave(n, 0)
     uncond = emb.uncond.repeat_interleave(n, 0)
-    imgs = sample(comps.unet, cond, uncond, torch.Generator().manual_seed(0), steps=20, guidance_scale=3.0)
+    imgs = sample(comps.unet, cond, uncond, torch.Generator().manual_seed(0), steps=20, guidance_scale=3.0,
+                  prediction_type=comps.prediction_type)
     return {p: imgs[i * n:(i + 1) * n] for i, p in enumerate(prompts)}
 
 

@@ -183,6 +183,16 @@ def test_training_resumes_exactly_and_saves_a_loadable_prior(tmp_path: Path) -> 
     comps = load_components(str(tmp_path / "whole" / "prior"), "cpu")
     assert comps.vae is None and comps.unet.config.in_channels == 3
     assert comps.unet.dtype == torch.float32  # saved in half, loaded in float32 on CPU
+    # v-prediction by default (toy.prior: epsilon drew tinted backgrounds), recorded where SDS reads it.
+    assert comps.prediction_type == "v_prediction"
+    assert json.loads((tmp_path / "whole" / "prior" / "a3d_toy.json").read_text())["format"] == 2
+
+
+def test_a_batch_of_broken_view_groups_is_refused_before_rendering(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as info:
+        train_main(["--out", str(tmp_path / "t"), "--batch", "6"])
+    assert "multiple of 4" in str(info.value) and "\n" not in str(info.value)
+    assert not (tmp_path / "t").exists()
 
 
 def test_a_continued_run_with_near_misses_is_one_run(tmp_path: Path) -> None:
@@ -235,6 +245,12 @@ def test_pixel_space_sds_puts_the_gradient_on_the_image(tmp_path: Path) -> None:
     # The gradient is (z - x0) / B on the [-1, 1] image at 32 px: back through the 2x resize and the
     # x -> 2x - 1 map, so it is non-zero everywhere the (smooth) SDS target differs.
     assert out.grad_norm > 0 and not out.nonfinite
+    # Its x0 target stays an image, however far a large scale at a high t overshoots.
+    z_t = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    t = torch.full((4,), 980)
+    wild = MVDreamSDS(comps, emb, SDSConfig(guidance_scale=1000.0, resolution=32), seed=0)
+    x0 = wild.predict_x0(z_t, t, torch.tensor([0.5, 0.5]), views)
+    assert float(x0.abs().max()) <= 1.0 and float(x0.std()) > 0.1
 
 
 def test_missing_toy_prior_is_a_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

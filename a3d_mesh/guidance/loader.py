@@ -101,11 +101,16 @@ class SDComponents:
     source: str = ""
     native_resolution: int | None = None
 
+    @property
+    def prediction_type(self) -> str:
+        """What the UNet predicts: ``"epsilon"`` (the default of configs that do not say) or
+        ``"v_prediction"``."""
+        return str(getattr(self.scheduler.config, "prediction_type", "epsilon"))
+
     def resolution_note(self, resolution: int) -> str | None:
         """A one-line warning when SDS at ``resolution`` px is off the model's training size
         (e.g. the 768 px v-prediction SD 2.1 under a 512 px preset), else None."""
-        prediction = str(getattr(self.scheduler.config, "prediction_type", "epsilon"))
-        return sources.resolution_note(self.model_id, self.native_resolution, prediction, resolution)
+        return sources.resolution_note(self.model_id, self.native_resolution, self.prediction_type, resolution)
 
 
 def resolve_dtype(device: torch.device | str, dtype: torch.dtype | None = None) -> torch.dtype:

@@ -202,7 +202,7 @@ class SDSGuidance:
         alphas = components.scheduler.alphas_cumprod
         self.alphas_cumprod = torch.as_tensor(alphas, dtype=torch.float32).to(self.device)
         self.num_train_timesteps = int(components.scheduler.config.num_train_timesteps)
-        self.prediction_type = str(getattr(components.scheduler.config, "prediction_type", "epsilon"))
+        self.prediction_type = components.prediction_type
         if self.prediction_type not in ("epsilon", "v_prediction"):
             raise ValueError(f"SDS supports epsilon and v_prediction models, not {self.prediction_type!r}")
         self.generator = torch.Generator(device="cpu").manual_seed(seed)

@@ -19,7 +19,13 @@ Parts:
   each view's camera (MVDream's 16-value conditioning, ``mvdream.cameras``) is added to the
   timestep embedding. So ``guidance.model=toy`` runs the MVDream guidance path (``MVDreamSDS``,
   4-view camera groups) end to end, and the prior knows where an object's front is (+Z);
-- ``scheduler``: ``DDPMScheduler`` with the cosine ("squaredcos_cap_v2") betas, epsilon prediction.
+- ``scheduler``: ``DDPMScheduler`` with the cosine ("squaredcos_cap_v2") betas and v-prediction.
+
+Why v-prediction: the cosine schedule's last steps have almost no signal (``alpha_bar`` ~ 1e-9 at
+t = 999), where an epsilon model's image estimate ``(x_t - sqrt(1 - a) eps) / sqrt(a)`` divides
+its error by ``sqrt(a)``; the v2 prior trained that way drew every sample on a saturated random
+background (corners 0.7 instead of white). ``v = sqrt(a) eps - sqrt(1 - a) x0`` is well posed at
+every t (Salimans & Ho 2022), and the guidance converts it (``guidance.sds.v_to_epsilon``).
 """
 
 from __future__ import annotations
@@ -31,7 +37,9 @@ import torch
 
 from a3d_mesh.guidance.mvdream.cameras import mvdream_camera_from_angles
 from a3d_mesh.guidance.mvdream.unet import is_multiview_unet
-from a3d_mesh.guidance.tiny import BOS_TOKEN, EOS_TOKEN, model_index, tiny_vocab_and_merges, write_tiny_tokenizer
+from a3d_mesh.guidance.mvdream.tiny import multiview_model_index
+from a3d_mesh.guidance.tiny import BOS_TOKEN, EOS_TOKEN, tiny_vocab_and_merges, write_tiny_tokenizer
+from a3d_mesh.guidance.views import wrap_azimuth
 from a3d_mesh.toy.data import TOY_FRAMES
 from a3d_mesh.toy.shapes import COLOURS, FAMILIES
 
@@ -71,11 +79,11 @@ def build_modules(vocab_size: int, eos_id: int, bos_id: int) -> dict[str, torch.
     return {"unet": unet, "text_encoder": text}
 
 
-def new_scheduler() -> object:
+def new_scheduler(prediction_type: str = "v_prediction") -> object:
     from diffusers import DDPMScheduler
 
     return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", clip_sample=False,
-                         prediction_type="epsilon")
+                         prediction_type=prediction_type)
 
 
 def new_tokenizer(folder: Path) -> tuple[object, dict[str, int]]:
@@ -104,9 +112,7 @@ def save_prior(folder: Path, unet: torch.nn.Module, text_encoder: torch.nn.Modul
     if (folder / "tokenizer").resolve() != tokenizer_dir.resolve():
         shutil.copytree(tokenizer_dir, folder / "tokenizer", dirs_exist_ok=True)
     scheduler.save_pretrained(folder / "scheduler")  # type: ignore[attr-defined]
-    index = model_index(vae=False)
-    index["_class_name"] = "MVDreamPipeline"
-    index["unet"] = ["a3d_mesh.guidance.mvdream", "MultiViewUNet2DConditionModel"]
+    index = multiview_model_index(vae=False)
     (folder / "model_index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
     (folder / TOY_MARKER).write_text(json.dumps(info, indent=2), encoding="utf-8")
 
@@ -120,13 +126,14 @@ def camera_labels(angles: torch.Tensor) -> torch.Tensor:
 def orbit_angles(groups: int, elevation: float = 15.0, start: float = 0.0) -> torch.Tensor:
     """``[groups * TOY_FRAMES, 2]``: each group the views at azimuths ``start + 90 k`` (front first)."""
     az = start + torch.arange(TOY_FRAMES, dtype=torch.float32) * (360.0 / TOY_FRAMES)
-    one = torch.stack([torch.full_like(az, elevation), (az + 180.0) % 360.0 - 180.0], -1)
+    one = torch.stack([torch.full_like(az, elevation), wrap_azimuth(az)], -1)
     return one.repeat(groups, 1)
 
 
 @torch.no_grad()
 def sample(unet: torch.nn.Module, cond: torch.Tensor, uncond: torch.Tensor, generator: torch.Generator,
-           angles: torch.Tensor | None = None, steps: int = 50, guidance_scale: float = 3.0) -> torch.Tensor:
+           angles: torch.Tensor | None = None, steps: int = 50, guidance_scale: float = 3.0,
+           prediction_type: str = "epsilon") -> torch.Tensor:
     """DDIM samples with classifier-free guidance, in groups of ``TOY_FRAMES`` views of one object.
 
     Args:
@@ -139,6 +146,8 @@ def sample(unet: torch.nn.Module, cond: torch.Tensor, uncond: torch.Tensor, gene
             unused by a single-view prior, which takes any B.
         steps: DDIM steps (eta = 0).
         guidance_scale: CFG scale.
+        prediction_type: what the UNet predicts, its scheduler's ``config.prediction_type``
+            (``"epsilon"`` or ``"v_prediction"``).
 
     Returns:
         Images ``[B, R, R, 3]`` in ``[0, 1]``, top row first, on CPU.
@@ -146,7 +155,7 @@ def sample(unet: torch.nn.Module, cond: torch.Tensor, uncond: torch.Tensor, gene
     from diffusers import DDIMScheduler
 
     sched = DDIMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", clip_sample=True,
-                          prediction_type="epsilon", set_alpha_to_one=True,
+                          prediction_type=prediction_type, set_alpha_to_one=True,
                           timestep_spacing="trailing")
     sched.set_timesteps(steps)
     dev = next(unet.parameters()).device
@@ -160,8 +169,9 @@ def sample(unet: torch.nn.Module, cond: torch.Tensor, uncond: torch.Tensor, gene
     x = torch.randn(b, 3, r, r, generator=generator).to(dev)
     ctx = torch.cat([cond, uncond]).to(dev)
     for t in sched.timesteps:
-        eps = unet(torch.cat([x, x]), t.to(dev).expand(2 * b), encoder_hidden_states=ctx, return_dict=False,
+        out = unet(torch.cat([x, x]), t.to(dev).expand(2 * b), encoder_hidden_states=ctx, return_dict=False,
                    **extra)[0]
-        e_c, e_u = eps.chunk(2)
-        x = sched.step(e_u + guidance_scale * (e_c - e_u), t, x).prev_sample
+        # CFG mixes v as it mixes eps: at a fixed x_t both are affine in the model's x0 estimate.
+        o_c, o_u = out.chunk(2)
+        x = sched.step(o_u + guidance_scale * (o_c - o_u), t, x).prev_sample
     return ((x.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu()

@@ -21,6 +21,7 @@ import torch
 from a3d_mesh.guidance import SDComponents, encode_prompts
 from a3d_mesh.toy.data import DataConfig, render_object
 from a3d_mesh.guidance.mvdream import is_multiview_unet
+from a3d_mesh.guidance.sds import v_to_epsilon
 from a3d_mesh.toy.prior import camera_labels
 from a3d_mesh.toy.shapes import ToyObject
 
@@ -48,7 +49,7 @@ def denoising_errors(comps: SDComponents, ctx: torch.Tensor, obj: ToyObject, tim
             ``toy.data.TOY_CAMERA`` ranges).
         seed: the generator of the views and lights (the same views for every yaw).
     """
-    unet, alphas = comps.unet.float().eval(), comps.scheduler.alphas_cumprod
+    unet, alphas = comps.unet.float().eval(), torch.as_tensor(comps.scheduler.alphas_cumprod, dtype=torch.float32)
     cfg = DataConfig(views_per_object=views, p_albedo_only=0.0)
     renders = [render_object(obj, yaw, torch.Generator().manual_seed(seed), cfg) for yaw in yaws]
     x0 = torch.cat([r[0] for r in renders]).permute(0, 3, 1, 2) * 2 - 1
@@ -61,7 +62,9 @@ def denoising_errors(comps: SDComponents, ctx: torch.Tensor, obj: ToyObject, tim
         tt = torch.full((x0.shape[0],), int(t))
         with torch.no_grad():
             for i in range(ctx.shape[0]):
-                eps = unet(xt, tt, encoder_hidden_states=ctx[i:i + 1].expand(x0.shape[0], -1, -1), return_dict=False,
+                out = unet(xt, tt, encoder_hidden_states=ctx[i:i + 1].expand(x0.shape[0], -1, -1), return_dict=False,
                            **extra)[0]
+                # Compared as noise, whatever the UNet predicts, so priors' tables stay comparable.
+                eps = v_to_epsilon(out, xt, alphas[t]) if comps.prediction_type == "v_prediction" else out
                 err[i] += float(((eps - noise) ** 2).mean()) / len(timesteps)
     return err

@@ -2,8 +2,9 @@
 
 Renders the toy training set (``toy.data``: objects in canonical pose, 4-view groups with their
 cameras; cached in the output folder), then trains the pixel-space multi-view UNet and its text
-encoder together with the plain epsilon objective
-``||eps - eps_theta(sqrt(a_t) x0 + sqrt(1 - a_t) eps, t, tau(caption), camera)||^2`` on groups of 4
+encoder together with the plain v objective
+``||v - v_theta(sqrt(a_t) x0 + sqrt(1 - a_t) eps, t, tau(caption), camera)||^2``,
+``v = sqrt(a_t) eps - sqrt(1 - a_t) x0`` (``--prediction epsilon`` trains the epsilon one), on groups of 4
 views (one t uniform per group, as MVDream trains and as ``MVDreamSDS`` draws it),
 AdamW at a constant learning rate after a short warm-up (optionally falling linearly at the end), and an exponential moving average of
 the weights, which is what gets saved (EMA weights sample far better after a short run).
@@ -63,6 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seatless", type=int, default=0,
                    help="objects without their seat or top (x4 views) under the empty caption, drawn with the near misses")
     p.add_argument("--near-miss-start", type=int, default=0, help="the step from which near misses are drawn")
+    p.add_argument("--prediction", choices=("v_prediction", "epsilon"), default="v_prediction",
+                   help="what the UNet predicts (toy.prior explains why v)")
     p.add_argument("--ema", type=float, default=0.995)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
@@ -141,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     params = list(unet.parameters()) + list(text.parameters())
     ema = [p.detach().clone() for p in params]
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.0)
-    sched = new_scheduler()
+    sched = new_scheduler(a.prediction)
     alphas = torch.as_tensor(sched.alphas_cumprod, dtype=torch.float32)  # type: ignore[attr-defined]
     g = torch.Generator().manual_seed(a.seed + 1)
     step, losses, elapsed = 0, [], 0.0
@@ -178,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         xt = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
         ctx = text(ids_table[cap_index[idx]])[0]
         pred = unet(xt, t, encoder_hidden_states=ctx, class_labels=cams, return_dict=False)[0]
-        loss = F.mse_loss(pred, eps)
+        target = ab.sqrt() * eps - (1 - ab).sqrt() * x0 if a.prediction == "v_prediction" else eps
+        loss = F.mse_loss(pred, target)
         for group in opt.param_groups:
             group["lr"] = learning_rate(a, step)
         opt.zero_grad(set_to_none=True)
@@ -206,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
             p.copy_(e)
     unet.eval(), text.eval()
     final = sum(losses[-200:]) / max(len(losses[-200:]), 1)
-    info = {"format": 1, "resolution": int(images.shape[1]), "train": {k: str(v) if isinstance(v, Path) else v
+    # Format 2: the multi-view, camera-conditioned prior (format 1 was single-view, any yaw).
+    info = {"format": 2, "resolution": int(images.shape[1]), "train": {k: str(v) if isinstance(v, Path) else v
                                                                         for k, v in vars(a).items() if k not in ("resume", "out")},
             "data": asdict(DataConfig()), "images": int(images.shape[0]), "views_per_group": TOY_FRAMES, "steps": step, "train_seconds": round(elapsed, 1),
             "final_loss_last200": round(final, 5), "torch": torch.__version__}
@@ -217,8 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         cond = h[:-1].repeat_interleave(TOY_FRAMES, 0)
         uncond = h[-1:].expand(cond.shape[0], -1, -1)
         # Two seeds, each a group of 4 views (front, right, back, left at 15 deg): one row a prompt.
-        seeds = [sample(unet, cond, uncond, torch.Generator().manual_seed(100 + r), steps=a.sample_steps)
-                 for r in range(2)]
+        seeds = [sample(unet, cond, uncond, torch.Generator().manual_seed(100 + r), steps=a.sample_steps,
+                        prediction_type=a.prediction) for r in range(2)]
     per_prompt = torch.cat([s.view(len(prompts), TOY_FRAMES, *s.shape[1:]) for s in seeds], 1)  # [P, 8, R, R, 3]
     save_png(a.out / "samples.png", torch.cat([row(imgs) for imgs in per_prompt], 0))
     (a.out / "samples.json").write_text(json.dumps(

@@ -14,7 +14,10 @@ call:
    ``eps_hat = eps_u + s (eps_c - eps_u)``, and, against the over-saturation of large guidance
    scales, rescales it per group towards the un-guided ``x0_c`` (from ``eps_c`` alone):
    ``x0 <- r * x0 * std(x0_c) / std(x0) + (1 - r) * x0`` (std over the group's views and pixels,
-   r = ``cfg.x0_std_rescale``, 0.5);
+   r = ``cfg.x0_std_rescale``, 0.5); for a pixel-space prior (no VAE: the toy prior) x0 is then
+   clamped to the image range ``[-1, 1]``, as its own sampler clips it: at a large scale and a
+   high t the guided estimate overshoots by orders of magnitude, and the x0 loss would pass that
+   on (losses of 500-5000 a step, measured), drowning the stages' other terms;
 4. returns ``0.5 * ||z - stopgrad(x0)||^2 / B``; its gradient on z is ``(z - x0) / B``.
 
 Non-finite gradients are zeroed (reported in ``SDSOutput.nonfinite``), then optionally clamped.
@@ -116,7 +119,9 @@ class MVDreamSDS(SDSGuidance):
         eps_hat = eps_uncond + self.cfg.guidance_scale * (eps_cond - eps_uncond)
         x0 = (z_t - (1.0 - a).sqrt() * eps_hat) / a.sqrt()
         x0_plain = (z_t - (1.0 - a).sqrt() * eps_cond) / a.sqrt()
-        return rescale_x0(x0, x0_plain, self.frames, self.cfg.x0_std_rescale)
+        x0 = rescale_x0(x0, x0_plain, self.frames, self.cfg.x0_std_rescale)
+        # Latents have no fixed range; a pixel-space model's images do (step 3 of the docstring).
+        return x0 if self.components.vae is not None else x0.clamp(-1.0, 1.0)
 
     def __call__(self, inputs: torch.Tensor, u: torch.Tensor, progress: float,
                  generator: torch.Generator | None = None, views: torch.Tensor | None = None) -> SDSOutput:
