@@ -40,8 +40,8 @@ def mixture_rows(model: str, prompt_i: str, prompt_j: str, samples: int, seed: i
     out = []
     for a in WEIGHTS:
         cond, uncond = (e.expand(samples * TOY_FRAMES, -1, -1) for e in emb.mix(edge(0, 1, a, 2)))
-        out.append(row(sample(comps.unet, cond, uncond, torch.Generator().manual_seed(seed), steps=steps,
-                              guidance_scale=guidance_scale, prediction_type=comps.prediction_type)))
+        out.append(row(sample(comps.unet, cond, uncond, torch.Generator().manual_seed(seed), comps.scheduler,
+                              steps=steps, guidance_scale=guidance_scale)))
     return out
 
 

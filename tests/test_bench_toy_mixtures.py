@@ -31,8 +31,7 @@ def test_rows_run_from_prompt_i_to_prompt_j_from_one_noise() -> None:
     ctx = contexts(comps, ["a red chair", "a blue bench"])
     for r, k in ((rows[0], 0), (rows[-1], 1)):
         plain = sample(comps.unet, ctx[k:k + 1].expand(8, -1, -1), ctx[2:3].expand(8, -1, -1),
-                       torch.Generator().manual_seed(3), steps=3, guidance_scale=3.0,
-                       prediction_type=comps.prediction_type)
+                       torch.Generator().manual_seed(3), comps.scheduler, steps=3, guidance_scale=3.0)
         assert torch.allclose(r, torch.cat(list(plain), 1), atol=1e-5)
     assert (rows[0] - rows[-1]).abs().mean() > 0.01  # the two prompts draw different images
 

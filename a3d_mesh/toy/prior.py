@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -70,6 +71,11 @@ def build_modules(vocab_size: int, eos_id: int, bos_id: int) -> dict[str, torch.
         cross_attention_dim=TOY_TEXT_WIDTH,
         attention_head_dim=16,
         norm_num_groups=16,
+        # The caption, attention-pooled, also joins the time embedding and so every ResNet block:
+        # with cross-attention alone (8 px and the mid block) the colour word barely reached the
+        # pixels (red r-b 0.09 in samples); pooled, 0.40 (benchmarks/RESULTS.md, toy prior v2).
+        addition_embed_type="text",
+        addition_embed_type_num_heads=4,
     )
     text = CLIPTextModel(CLIPTextConfig(
         vocab_size=vocab_size, hidden_size=TOY_TEXT_WIDTH, intermediate_size=128, num_hidden_layers=2,
@@ -132,8 +138,8 @@ def orbit_angles(groups: int, elevation: float = 15.0, start: float = 0.0) -> to
 
 @torch.no_grad()
 def sample(unet: torch.nn.Module, cond: torch.Tensor, uncond: torch.Tensor, generator: torch.Generator,
-           angles: torch.Tensor | None = None, steps: int = 50, guidance_scale: float = 3.0,
-           prediction_type: str = "epsilon") -> torch.Tensor:
+           scheduler: Any, angles: torch.Tensor | None = None, steps: int = 50,
+           guidance_scale: float = 3.0) -> torch.Tensor:
     """DDIM samples with classifier-free guidance, in groups of ``TOY_FRAMES`` views of one object.
 
     Args:
@@ -141,22 +147,21 @@ def sample(unet: torch.nn.Module, cond: torch.Tensor, uncond: torch.Tensor, gene
         cond, uncond: ``[B, L, D]`` text embeddings of the captions and of ``""`` (B a multiple of
             4; a group's 4 rows normally carry the same caption).
         generator: CPU generator for the initial noise.
+        scheduler: the prior's own scheduler (``SDComponents.scheduler``, or ``new_scheduler``'s
+            in training): its betas and prediction type (epsilon or v) drive the DDIM steps.
         angles: ``[B, 2]`` camera elevation and azimuth of each view (default: every group seen at
             15 deg elevation from the front, right side, back and left side, ``orbit_angles``);
             unused by a single-view prior, which takes any B.
         steps: DDIM steps (eta = 0).
         guidance_scale: CFG scale.
-        prediction_type: what the UNet predicts, its scheduler's ``config.prediction_type``
-            (``"epsilon"`` or ``"v_prediction"``).
 
     Returns:
         Images ``[B, R, R, 3]`` in ``[0, 1]``, top row first, on CPU.
     """
     from diffusers import DDIMScheduler
 
-    sched = DDIMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", clip_sample=True,
-                          prediction_type=prediction_type, set_alpha_to_one=True,
-                          timestep_spacing="trailing")
+    sched = DDIMScheduler.from_config(scheduler.config, clip_sample=True, set_alpha_to_one=True,
+                                      timestep_spacing="trailing")
     sched.set_timesteps(steps)
     dev = next(unet.parameters()).device
     b, r = cond.shape[0], unet.config.sample_size

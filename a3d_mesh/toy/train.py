@@ -222,8 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         cond = h[:-1].repeat_interleave(TOY_FRAMES, 0)
         uncond = h[-1:].expand(cond.shape[0], -1, -1)
         # Two seeds, each a group of 4 views (front, right, back, left at 15 deg): one row a prompt.
-        seeds = [sample(unet, cond, uncond, torch.Generator().manual_seed(100 + r), steps=a.sample_steps,
-                        prediction_type=a.prediction) for r in range(2)]
+        seeds = [sample(unet, cond, uncond, torch.Generator().manual_seed(100 + r), sched, steps=a.sample_steps)
+                 for r in range(2)]
     per_prompt = torch.cat([s.view(len(prompts), TOY_FRAMES, *s.shape[1:]) for s in seeds], 1)  # [P, 8, R, R, 3]
     save_png(a.out / "samples.png", torch.cat([row(imgs) for imgs in per_prompt], 0))
     (a.out / "samples.json").write_text(json.dumps(

@@ -19,16 +19,6 @@ from a3d_mesh.guidance.mvdream.unet import MultiViewUNet2DConditionModel
 from a3d_mesh.guidance.tiny import TINY_TEXT_WIDTH, model_index, models_dir, write_tiny_pipeline
 
 TINY_MV_FORMAT_VERSION = 1
-
-
-def multiview_model_index(vae: bool = True) -> dict[str, object]:
-    """``model_index.json`` content of a multi-view pipeline folder: SD's layout whose ``unet`` is
-    our ``MultiViewUNet2DConditionModel`` (what ``mvdream.loader`` recognises a folder by);
-    ``vae=False`` for a pixel-space one."""
-    index = model_index(vae=vae)
-    index["_class_name"] = "MVDreamPipeline"
-    index["unet"] = ["a3d_mesh.guidance.mvdream", "MultiViewUNet2DConditionModel"]
-    return index
 TINY_MV_MARKER = "a3d_tiny_mvdream.json"
 # MVDream's UNet in miniature: 2 levels (64, 128 channels), attention at the second (as SD's
 # deepest levels), 64-channel heads as MVDream's, 8x8 latents (64 px), camera MLP of 16 inputs.
@@ -49,6 +39,16 @@ def tiny_multiview_unet(seed: int = 0, num_frames: int = 4) -> MultiViewUNet2DCo
         for p in unet.parameters():
             p.data.add_(torch.randn_like(p) * 0.05)
     return unet
+
+
+def multiview_model_index(vae: bool = True) -> dict[str, object]:
+    """``model_index.json`` content of a multi-view pipeline folder: SD's layout whose ``unet`` is
+    our ``MultiViewUNet2DConditionModel`` (what ``mvdream.loader`` recognises a folder by);
+    ``vae=False`` for a pixel-space one."""
+    index = model_index(vae=vae)
+    index["_class_name"] = "MVDreamPipeline"
+    index["unet"] = ["a3d_mesh.guidance.mvdream", MultiViewUNet2DConditionModel.__name__]
+    return index
 
 
 def build_tiny_multiview_pipeline(path: Path, seed: int = 0) -> Path:
