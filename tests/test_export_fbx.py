@@ -65,14 +65,15 @@ def test_blender_error_is_the_exception_line_not_the_banner() -> None:
     assert blender_error("") == "no output"
 
 
-def standing_box_glb() -> bytes:
-    """A 0.4 x 1.0 x 0.2 m box (x, y up, z) standing on y = 0, as export_asset writes it."""
+def standing_box_glb(colour: tuple[float, float, float] = (0.5, 0.5, 0.5)) -> bytes:
+    """A 0.4 x 1.0 x 0.2 m box (x, y up, z) standing on y = 0, as export_asset writes it, textured in
+    one ``colour`` (linear RGB in [0, 1])."""
     m = trimesh.creation.box(extents=(0.4, 1.0, 0.2))
     m.apply_translation((0.0, 0.5, 0.0))
     v, f = np.asarray(m.vertices, np.float32), np.asarray(m.faces, np.int64)
     r = unwrap(v, f, texture_size=32)
     normals = vertex_normals(r.source_verts, r.source_faces)[r.vmapping]
-    png = texture_png_bytes(np.full((32, 32, 3), 0.5, np.float32))
+    png = texture_png_bytes(np.broadcast_to(np.asarray(colour, np.float32), (32, 32, 3)).copy())
     return build_glb(r.verts, r.faces, r.uv, normals, png, "box", {})
 
 

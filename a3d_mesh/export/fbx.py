@@ -22,7 +22,8 @@ from pathlib import Path
 from a3d_mesh.atomic import atomic_path
 from .errors import ExportError
 
-BLENDER_SCRIPT = """
+# Run first by every Blender script that imports glTF (also docs/blender_still.py).
+BLENDER_GLTF_PRELUDE = """
 import sys
 import bpy
 try:
@@ -35,7 +36,9 @@ except ImportError:
 # the system numpy (python3-numpy 1.24), so restore the alias it meant (the builtin bool).
 if not hasattr(numpy, "bool"):
     numpy.bool = bool
+"""
 
+BLENDER_SCRIPT = BLENDER_GLTF_PRELUDE + """
 src, dst = sys.argv[sys.argv.index("--") + 1:][:2]
 bpy.ops.wm.read_factory_settings(use_empty=True)
 bpy.ops.import_scene.gltf(filepath=src)
