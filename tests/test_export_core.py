@@ -224,3 +224,33 @@ def test_unwrap_covers_most_texels_of_a_marching_tets_mesh() -> None:
     assert res.method == "xatlas"
     check_uv_result(res, f.shape[0])
     assert atlas_utilisation(res.uv, res.faces, 1024) >= 0.6
+
+
+def test_unwrap_keeps_the_candidate_atlas_the_bake_fills_most(monkeypatch) -> None:
+    """The child returns one atlas per chart setting; the parent keeps the one covering the most
+    texels by the bake's rasteriser, and skips a malformed one instead of failing the asset."""
+    v, f = sphere(1)
+    n = f.shape[0]
+    grid = int(np.ceil(np.sqrt(n)))
+    # Candidate 0: every face in its own cell of a grid over the whole square (large);
+    # candidate 1: the same layout shrunk into a corner (a quarter of the side: 1/16 of the texels);
+    # candidate 2: out-of-range indices.
+    corner = np.stack([np.arange(n) % grid, np.arange(n) // grid], 1) / grid
+    tri = np.array([[0.05, 0.05], [0.9, 0.05], [0.05, 0.9]]) / grid
+    uv_big = (corner[:, None, :] + tri[None]).reshape(-1, 2).astype(np.float32)
+    vm = f.reshape(-1).astype(np.uint32)
+    faces = np.arange(3 * n, dtype=np.uint32).reshape(n, 3)
+    code = (
+        "import sys, numpy as np\n"
+        f"uv = np.frombuffer(bytes.fromhex('{uv_big.tobytes().hex()}'), np.float32).reshape(-1, 2)\n"
+        f"vm = np.frombuffer(bytes.fromhex('{vm.tobytes().hex()}'), np.uint32)\n"
+        f"fo = np.arange({3 * n}, dtype=np.uint32).reshape({n}, 3)\n"
+        "bad = fo.copy(); bad[0, 0] = 10 ** 6\n"
+        "np.savez(sys.argv[2], count=np.int64(3), vmapping_0=vm, faces_0=fo, uv_0=uv * 0.25,\n"
+        "         vmapping_1=vm, faces_1=fo, uv_1=uv, vmapping_2=vm, faces_2=bad, uv_2=uv)\n"
+    )
+    monkeypatch.setattr(uv_mod, "child_command", lambda job, result: [sys.executable, "-c", code, str(job), str(result)])
+    res = unwrap(v, f, timeout_s=60, texture_size=256)
+    assert res.method == "xatlas" and res.attempts == []
+    np.testing.assert_allclose(res.uv, uv_big, atol=1e-6)
+    np.testing.assert_array_equal(res.faces, faces)

@@ -23,14 +23,14 @@ from .cleanup import decimate, validate_mesh
 from .frame import ArrayLike
 
 CHILD_SCRIPT = Path(__file__).with_name("xatlas_child.py")
-#: Chart settings tried for each asset, the better-packed atlas kept (xatlas measures its own
-#: utilisation): ``(largest chart as a fraction of the surface, roundness weight, normal deviation
-#: weight)``, NaN for xatlas' default. Measured at 1024 px: the toy run's learned marching-tets
-#: meshes (bumpy, 174-235 charts at the first setting) pack best with compact charts, 60-62 % of
-#: the texels against 54-55 % (52-54 % against 44-47 % at 256 px); clean analytic meshes pack best
-#: with xatlas' own weights and small charts (61-67 % against 53-61 %). Uncapped charts grow long
-#: and pack badly.
-CHART_SETTINGS = ((0.01, float("nan"), float("nan")), (0.04, 0.2, 0.5))
+#: Chart settings tried for each asset, the atlas whose triangles cover the most texels kept
+#: (:func:`atlas_utilisation`): ``(largest chart as a fraction of the surface, roundness weight,
+#: normal deviation weight)``, NaN for xatlas' default. Which packs best depends on the mesh, and
+#: no one setting wins: at 1024 px on the v2 toy demo's meshes (chair, bench, table of two runs)
+#: the four settings' best is 63-67 %, while each alone drops to 53-60 % on one of them; clean
+#: analytic meshes pack best with xatlas' own weights and small charts (61-67 %, the first).
+#: Uncapped charts with xatlas' default weights grow long and pack badly.
+CHART_SETTINGS = ((0.01, float("nan"), float("nan")), (0.04, 0.2, 0.5), (0.25, 0.2, 0.5), (0.1, 0.3, 0.3))
 #: xatlas' exhaustive packing search: +4-10 points of utilisation, but its time grows with the
 #: resolution (1 s at 1024 px, 5 s for a 20k-face torus), so it is used up to this size only.
 BRUTE_FORCE_MAX_RESOLUTION = 1024
@@ -160,14 +160,26 @@ def xatlas_in_child(
             raise RuntimeError(f"xatlas child exited with code {proc.returncode} {tail[0][:200]}".strip())
         try:
             with np.load(result) as r:
-                vm, fo, uv = r["vmapping"].astype(np.int64), r["faces"].astype(np.int64), r["uv"].astype(np.float32)
+                candidates = [(r[f"vmapping_{i}"].astype(np.int64), r[f"faces_{i}"].astype(np.int64),
+                               r[f"uv_{i}"].astype(np.float32)) for i in range(int(r["count"]))]
         except (OSError, KeyError, ValueError) as exc:
             raise RuntimeError(f"xatlas child wrote no readable result ({exc})") from None
-    try:
-        _check_result(vm, fo, uv, verts.shape[0], faces.shape[0])
-    except ValueError as exc:
-        raise RuntimeError(str(exc)) from None
-    return vm, fo, np.clip(uv, 0.0, 1.0)
+    best: tuple[float, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+    problem = "xatlas returned no atlas"
+    for vm, fo, uv in candidates:
+        try:
+            _check_result(vm, fo, uv, verts.shape[0], faces.shape[0])
+        except ValueError as exc:
+            problem = str(exc)
+            continue
+        uv = np.clip(uv, 0.0, 1.0)
+        # The texels the bake fills, by the bake's own rasteriser (xatlas' figure is not that).
+        used = atlas_utilisation(uv, fo, resolution)
+        if best is None or used > best[0]:
+            best = (used, (vm, fo, uv))
+    if best is None:
+        raise RuntimeError(problem)
+    return best[1]
 
 
 def per_triangle_atlas(faces: np.ndarray, resolution: int, padding: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

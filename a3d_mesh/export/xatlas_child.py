@@ -7,8 +7,9 @@ high-resolution meshes) only this process dies.
 IN.npz holds ``verts [V,3] float32``, ``faces [F,3] uint32``, ``resolution`` and ``padding``
 (texels), ``charts`` ``[N,3]`` (the chart settings to try, see :func:`parametrize`; areas in world
 units squared, 0 = unlimited) and, optionally, ``brute_force`` (bool, default false). OUT.npz receives
-``vmapping [V'] uint32`` (index of the input vertex each output vertex copies),
-``faces [F,3] uint32`` and ``uv [V',2] float32`` in [0, 1].
+``count`` (the number of candidate atlases) and, for each candidate ``i``, ``vmapping_i [V'] uint32``
+(index of the input vertex each output vertex copies), ``faces_i [F,3] uint32`` and
+``uv_i [V',2] float32`` in [0, 1]; the parent keeps the one whose texels the bake fills most.
 """
 
 from __future__ import annotations
@@ -21,18 +22,19 @@ import numpy as np
 def parametrize(
     verts: np.ndarray, faces: np.ndarray, resolution: int, padding: int, charts: np.ndarray,
     brute_force: bool = False,
-) -> tuple[np.ndarray, ...]:
+) -> list[tuple[np.ndarray, ...]]:
     """Run xatlas chart generation and packing once per row of ``charts``; return the
-    ``(vmapping, faces, uv)`` of the atlas that covers the most texels.
+    ``(vmapping, faces, uv)`` of every single-atlas result.
 
     ``charts``: ``[N,3]`` float64 rows ``(max_chart_area, roundness_weight,
     normal_deviation_weight)``; NaN keeps xatlas' default. Which chart shape packs best depends
     on the mesh (boxy analytic meshes like xatlas' defaults, bumpy learned ones compact charts),
-    and xatlas measures its own utilisation, so each candidate is simply tried.
+    so each is tried. The choice is the parent's: xatlas' own utilisation figure is not the share
+    of texels the bake fills and picked an atlas 4 points worse on a toy bench (56 % vs 60 %).
     """
     import xatlas
 
-    best: tuple[float, tuple[np.ndarray, ...]] | None = None
+    candidates: list[tuple[np.ndarray, ...]] = []
     for max_area, roundness, deviation in np.asarray(charts, np.float64).reshape(-1, 3):
         atlas = xatlas.Atlas()
         atlas.add_mesh(verts, faces)
@@ -54,19 +56,17 @@ def parametrize(
         atlas.generate(chart_options=opts, pack_options=pack)
         if atlas.atlas_count != 1:
             continue  # several atlases would share the [0, 1] UV square and overlap
-        used = float(atlas.utilization)
-        if best is None or used > best[0]:
-            best = (used, atlas[0])
-    if best is None:  # let the parent fall back
+        candidates.append(atlas[0])
+    if not candidates:  # let the parent fall back
         raise RuntimeError(f"xatlas produced more than one atlas for every chart setting ({len(charts)})")
-    return best[1]
+    return candidates
 
 
 def main(argv: list[str]) -> int:
     """Read the job, unwrap, write the result atomically enough for the parent (exit code 0)."""
     src, dst = argv[1], argv[2]
     job = np.load(src)
-    vmapping, faces, uv = parametrize(
+    candidates = parametrize(
         np.ascontiguousarray(job["verts"], np.float32),
         np.ascontiguousarray(job["faces"], np.uint32),
         int(job["resolution"]),
@@ -74,8 +74,11 @@ def main(argv: list[str]) -> int:
         np.asarray(job["charts"], np.float64),
         bool(job["brute_force"]) if "brute_force" in job.files else False,
     )
+    arrays: dict[str, np.ndarray] = {"count": np.int64(len(candidates))}
+    for i, (vmapping, faces, uv) in enumerate(candidates):
+        arrays.update({f"vmapping_{i}": vmapping, f"faces_{i}": faces, f"uv_{i}": uv})
     with open(dst, "wb") as fh:
-        np.savez(fh, vmapping=vmapping, faces=faces, uv=uv)
+        np.savez(fh, **arrays)
     return 0
 
 
