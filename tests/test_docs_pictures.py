@@ -29,11 +29,12 @@ def test_glbs_are_rendered_left_to_right_in_their_colours(tmp_path) -> None:
                           "--samples", "4", "--azimuth", "0"]) == 0
     img = np.asarray(Image.open(out).convert("RGB"), np.float32) / 255
     assert img.shape == (48, 96, 3)
-    redness, blueness = img[..., 0] - img[..., 2], img[..., 2] - img[..., 0]
-    left, right = slice(0, 48), slice(48, 96)
-    # Each box shows as a patch of its colour, in the order given.
-    assert (redness[:, left] > 0.3).sum() > 20 and (redness[:, right] > 0.3).sum() == 0
-    assert (blueness[:, right] > 0.3).sum() > 20 and (blueness[:, left] > 0.3).sum() == 0
+    red_cols = np.nonzero(img[..., 0] - img[..., 2] > 0.3)[1]
+    blue_cols = np.nonzero(img[..., 2] - img[..., 0] > 0.3)[1]
+    # Each box shows as a patch of its colour, in the order given (a stray path-traced pixel of
+    # colour bounced onto the floor may land in the other half: shares, not absolutes).
+    assert len(red_cols) > 20 and len(blue_cols) > 20
+    assert (red_cols < 48).mean() > 0.95 and (blue_cols >= 48).mean() > 0.95
 
 
 def test_missing_glb_is_one_line_and_exit_2(tmp_path, capsys) -> None:
