@@ -29,7 +29,7 @@ import torch
 
 from a3d_mesh.export import (bake_texture, clean_mesh, set_transform, texture_png_bytes, unwrap, vertex_normals,
                              write_glb, write_obj)
-from a3d_mesh.export.uv import atlas_utilisation, texels_per_unit
+from a3d_mesh.export.uv import CHART_SETTINGS, atlas_utilisation, texels_per_unit
 
 
 def bumpy_torus(n_faces: int) -> tuple[np.ndarray, np.ndarray]:
@@ -97,19 +97,26 @@ def field(p: torch.Tensor) -> torch.Tensor:
     return 0.5 + 0.5 * torch.sin(8 * p)
 
 
-def run(mesh: str, texture_size: int, out: Path) -> list[tuple[str, int, float, float, str]]:
-    """Time each stage on ``mesh``: a face count (bumpy torus) or a toy family name (marching tets)."""
+def run(mesh: str, texture_size: int, out: Path, charts: list[int]) -> list[tuple[str, int, float, float, str]]:
+    """Time each stage on ``mesh``: a face count (bumpy torus) or a toy family name (marching tets).
+    The unwrap is timed once per entry of ``charts`` (the first N of ``CHART_SETTINGS``); the
+    stages after it use the last one's atlas."""
     verts, faces = bumpy_torus(int(mesh)) if mesh.isdigit() else toy_marching_mesh(mesh, grid=40)
     rows = []
     (cv, cf, _), dt, mem = measure(lambda: clean_mesh(verts, faces))
     rows.append(("cleanup", cf.shape[0], dt, mem, ""))
-    uvr, dt, mem = measure(lambda: unwrap(cv, cf, timeout_s=600, texture_size=texture_size))
-    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    util = atlas_utilisation(uvr.uv, uvr.faces, texture_size)
-    metres = set_transform([cv], height_m=1.0).scale  # world units -> metres, 1 m tall
-    tpm = texels_per_unit(uvr.verts, uvr.faces, uvr.uv, texture_size) / metres
-    rows.append(("unwrap", uvr.faces.shape[0], dt, mem,
-                 f"{uvr.method}; child peak {child:.0f} MiB; utilisation {util:.1%}; {tpm:.0f} texels/m"))
+    first = None
+    for n in charts:
+        uvr, dt, mem = measure(lambda: unwrap(cv, cf, timeout_s=600, texture_size=texture_size,
+                                              chart_settings=CHART_SETTINGS[:n]))
+        first = dt if first is None else first
+        child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        util = atlas_utilisation(uvr.uv, uvr.faces, texture_size)
+        metres = set_transform([cv], height_m=1.0).scale  # world units -> metres, 1 m tall
+        tpm = texels_per_unit(uvr.verts, uvr.faces, uvr.uv, texture_size) / metres
+        rows.append((f"unwrap/{n}", uvr.faces.shape[0], dt, mem,
+                     f"{uvr.method}; child peak {child:.0f} MiB; utilisation {util:.1%}; {tpm:.0f} texels/m; "
+                     f"time x{dt / first:.2f} of unwrap/{charts[0]}"))
     tex, dt, mem = measure(lambda: bake_texture(uvr.verts, uvr.faces, uvr.uv, field, texture_size))
     rows.append(("bake", uvr.faces.shape[0], dt, mem, f"{texture_size}^2"))
     normals = vertex_normals(uvr.source_verts, uvr.source_faces)[uvr.vmapping]
@@ -128,12 +135,14 @@ def main() -> None:
     ap.add_argument("--faces", type=int, nargs="+", default=[20_000, 200_000])
     ap.add_argument("--toy", nargs="*", default=["chair"], help="toy families, re-meshed by marching tets (grid 40)")
     ap.add_argument("--texture-size", type=int, default=1024)
+    ap.add_argument("--charts", type=int, nargs="+", default=[len(CHART_SETTINGS)],
+                    help="unwrap with the first N chart settings, each N in turn (2: the two used before 2026-12-06)")
     args = ap.parse_args()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, texture {args.texture_size}")
     print(f"{'stage':<11} {'faces':>8} {'seconds':>8} {'peak MiB':>9}  note")
     with tempfile.TemporaryDirectory() as tmp:
         for mesh in [str(n) for n in args.faces] + list(args.toy):
-            for stage, f, dt, mem, note in run(mesh, args.texture_size, Path(tmp)):
+            for stage, f, dt, mem, note in run(mesh, args.texture_size, Path(tmp), args.charts):
                 print(f"{stage:<11} {f:>8} {dt:>8.2f} {mem:>9.0f}  {note}", flush=True)
 
 

@@ -48,7 +48,6 @@ for path in args["glbs"]:
     lo = Vector((min(lo.x, mn.x + shift), min(lo.y, mn.y), min(lo.z, mn.z)))
     hi = Vector((max(hi.x, mx.x + shift), max(hi.y, mx.y), max(hi.z, mx.z)))
 centre = (lo + hi) / 2
-centre_floor = Vector((centre.x, centre.y, 0.0))
 # Blender is Z-up; glTF's +Y up arrives as +Z, glTF's front (+Z) as Blender's -Y.
 bpy.ops.mesh.primitive_plane_add(size=200, location=(centre.x, centre.y, 0.0))
 floor = bpy.context.active_object
