@@ -1,10 +1,12 @@
 """Benchmark the export pipeline: time and peak memory of cleanup / unwrap / bake / write.
 
-Usage: python benchmarks/export.py [--faces 20000 200000] [--toy chair table] [--texture-size 1024]
+Usage: python benchmarks/export.py [--faces 20000 200000] [--toy chair table] [--glb runs/toy/export/*.glb]
+       [--texture-size 1024] [--charts 2 4 auto]
 
 The test meshes are closed bumpy tori (no poles, no degenerate faces) with about the requested
 numbers of faces, and the toy world's objects re-meshed by marching tets on the toy preset's
-grid (40), as a run makes them. The unwrap row also gives the atlas utilisation (fraction of
+grid (40), as a run makes them, and any GLB (``--glb``: a run's exports, welded again by the
+cleanup). The unwrap row also gives the atlas utilisation (fraction of
 texels the charts cover) and the texel density in texels per metre, with the mesh scaled to
 1 m tall as a one-object set is exported by default. Peak memory is the peak resident set size of this process during the stage
 above its level when the stage started, sampled every 5 ms from /proc (Linux); for ``unwrap``
@@ -30,6 +32,7 @@ import torch
 from a3d_mesh.export import (bake_texture, clean_mesh, set_transform, texture_png_bytes, unwrap, vertex_normals,
                              write_glb, write_obj)
 from a3d_mesh.export.uv import CHART_SETTINGS, atlas_utilisation, texels_per_unit
+from a3d_mesh.meshio import load_mesh
 
 
 def bumpy_torus(n_faces: int) -> tuple[np.ndarray, np.ndarray]:
@@ -97,18 +100,24 @@ def field(p: torch.Tensor) -> torch.Tensor:
     return 0.5 + 0.5 * torch.sin(8 * p)
 
 
-def run(mesh: str, texture_size: int, out: Path, charts: list[int]) -> list[tuple[str, int, float, float, str]]:
+def run(mesh: str, texture_size: int, out: Path, charts: list[str]) -> list[tuple[str, int, float, float, str]]:
     """Time each stage on ``mesh``: a face count (bumpy torus) or a toy family name (marching tets).
-    The unwrap is timed once per entry of ``charts`` (the first N of ``CHART_SETTINGS``); the
-    stages after it use the last one's atlas."""
-    verts, faces = bumpy_torus(int(mesh)) if mesh.isdigit() else toy_marching_mesh(mesh, grid=40)
+    The unwrap is timed once per entry of ``charts``: ``"N"``, every one of the first N of
+    ``CHART_SETTINGS``; ``"auto"``, the export's own rule (the first ``FIRST_SETTINGS``, the rest
+    only below ``UTILISATION_TARGET``). The stages after it use the last one's atlas."""
+    if mesh.isdigit():
+        verts, faces = bumpy_torus(int(mesh))
+    elif mesh.endswith(".glb"):
+        verts, faces = (t.numpy() for t in load_mesh(Path(mesh)))
+    else:
+        verts, faces = toy_marching_mesh(mesh, grid=40)
     rows = []
     (cv, cf, _), dt, mem = measure(lambda: clean_mesh(verts, faces))
     rows.append(("cleanup", cf.shape[0], dt, mem, ""))
     first = None
     for n in charts:
-        uvr, dt, mem = measure(lambda: unwrap(cv, cf, timeout_s=600, texture_size=texture_size,
-                                              chart_settings=CHART_SETTINGS[:n]))
+        kw = {} if n == "auto" else {"chart_settings": CHART_SETTINGS[:int(n)], "target": 1.0}
+        uvr, dt, mem = measure(lambda: unwrap(cv, cf, timeout_s=600, texture_size=texture_size, **kw))
         first = dt if first is None else first
         child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         util = atlas_utilisation(uvr.uv, uvr.faces, texture_size)
@@ -123,9 +132,9 @@ def run(mesh: str, texture_size: int, out: Path, charts: list[int]) -> list[tupl
     png, dt, mem = measure(lambda: texture_png_bytes(tex))
     rows.append(("png encode", uvr.faces.shape[0], dt, mem, f"{len(png) / 2**20:.1f} MiB"))
     args = (uvr.verts, uvr.faces, uvr.uv, normals, png)
-    p, dt, mem = measure(lambda: write_glb(out / f"t{mesh}.glb", *args))
+    p, dt, mem = measure(lambda: write_glb(out / f"t{Path(mesh).stem}.glb", *args))
     rows.append(("write glb", uvr.faces.shape[0], dt, mem, f"{p.stat().st_size / 2**20:.1f} MiB"))
-    parts, dt, mem = measure(lambda: write_obj(out / f"t{mesh}", f"t{mesh}", *args))
+    parts, dt, mem = measure(lambda: write_obj(out / f"t{Path(mesh).stem}", f"t{Path(mesh).stem}", *args))
     rows.append(("write obj", uvr.faces.shape[0], dt, mem, f"{parts['obj'].stat().st_size / 2**20:.1f} MiB"))
     return rows
 
@@ -135,13 +144,15 @@ def main() -> None:
     ap.add_argument("--faces", type=int, nargs="+", default=[20_000, 200_000])
     ap.add_argument("--toy", nargs="*", default=["chair"], help="toy families, re-meshed by marching tets (grid 40)")
     ap.add_argument("--texture-size", type=int, default=1024)
-    ap.add_argument("--charts", type=int, nargs="+", default=[len(CHART_SETTINGS)],
-                    help="unwrap with the first N chart settings, each N in turn (2: the two used before 2026-12-06)")
+    ap.add_argument("--glb", nargs="*", default=[], help="GLB files (e.g. a run's exports)")
+    ap.add_argument("--charts", nargs="+", default=["auto"],
+                    help="unwrap with every one of the first N chart settings, or 'auto' (the export's rule), "
+                         "each in turn")
     args = ap.parse_args()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, texture {args.texture_size}")
     print(f"{'stage':<11} {'faces':>8} {'seconds':>8} {'peak MiB':>9}  note")
     with tempfile.TemporaryDirectory() as tmp:
-        for mesh in [str(n) for n in args.faces] + list(args.toy):
+        for mesh in [str(n) for n in args.faces] + list(args.toy) + list(args.glb):
             for stage, f, dt, mem, note in run(mesh, args.texture_size, Path(tmp), args.charts):
                 print(f"{stage:<11} {f:>8} {dt:>8.2f} {mem:>9.0f}  {note}", flush=True)
 

@@ -166,7 +166,8 @@ def test_unwrap_retries_decimated_after_one_crash(monkeypatch) -> None:
 
     monkeypatch.setattr(uv_mod, "child_command", crash_once)
     v, f = sphere(3)
-    res = unwrap(v, f, timeout_s=60, retry_faces=400)
+    # target 0: the first chart settings always do, so each attempt is exactly one child.
+    res = unwrap(v, f, timeout_s=60, retry_faces=400, target=0.0)
     assert res.method == "xatlas-decimated" and len(calls) == 2
     assert res.faces.shape[0] <= 400
     check_uv_result(res, res.source_faces.shape[0])
@@ -254,3 +255,48 @@ def test_unwrap_keeps_the_candidate_atlas_the_bake_fills_most(monkeypatch) -> No
     assert res.method == "xatlas" and res.attempts == []
     np.testing.assert_allclose(res.uv, uv_big, atol=1e-6)
     np.testing.assert_array_equal(res.faces, faces)
+
+
+def _fake_child(uv_small: np.ndarray, uv_big: np.ndarray, vm: np.ndarray, n: int, fail_second: bool = False) -> str:
+    """A child that answers the first batch of chart settings (it starts with xatlas' default
+    weights, NaN) with the small atlas and the other batch with the big one (or dies, with
+    ``fail_second``)."""
+    return (
+        "import sys, numpy as np\n"
+        "job = np.load(sys.argv[1])\n"
+        "first = bool(np.isnan(job['charts'][0, 1]))\n"
+        f"if not first and {fail_second}: sys.exit(3)\n"
+        f"uv = np.frombuffer(bytes.fromhex('{uv_small.tobytes().hex()}' if first else '{uv_big.tobytes().hex()}'),"
+        " np.float32).reshape(-1, 2)\n"
+        f"vm = np.frombuffer(bytes.fromhex('{vm.tobytes().hex()}'), np.uint32)\n"
+        f"fo = np.arange({3 * n}, dtype=np.uint32).reshape({n}, 3)\n"
+        "np.savez(sys.argv[2], count=np.int64(1), vmapping_0=vm, faces_0=fo, uv_0=uv)\n"
+    )
+
+
+@pytest.mark.parametrize("target, fail_second, calls_expected, big", [
+    (0.0, False, 1, False),   # the first settings fill enough: the slow ones are never run
+    (1.0, False, 2, True),    # below the target: the rest are tried and the better atlas kept
+    (1.0, True, 2, False),    # the extra child dies: the first atlas stays, no fallback
+])
+def test_extra_chart_settings_run_only_below_the_target(monkeypatch, target: float, fail_second: bool,
+                                                        calls_expected: int, big: bool) -> None:
+    v, f = sphere(1)
+    n = f.shape[0]
+    grid = int(np.ceil(np.sqrt(n)))
+    corner = np.stack([np.arange(n) % grid, np.arange(n) // grid], 1) / grid
+    tri = np.array([[0.05, 0.05], [0.9, 0.05], [0.05, 0.9]]) / grid
+    uv_big = (corner[:, None, :] + tri[None]).reshape(-1, 2).astype(np.float32)
+    uv_small = uv_big * 0.5
+    code = _fake_child(uv_small, uv_big, f.reshape(-1).astype(np.uint32), n, fail_second)
+    calls: list[int] = []
+
+    def command(job, result):
+        calls.append(1)
+        return [sys.executable, "-c", code, str(job), str(result)]
+
+    monkeypatch.setattr(uv_mod, "child_command", command)
+    res = unwrap(v, f, timeout_s=60, texture_size=256, target=target)
+    assert res.method == "xatlas" and res.attempts == [] and len(calls) == calls_expected
+    np.testing.assert_allclose(res.uv, uv_big if big else uv_small, atol=1e-6)
+    assert res.utilisation == pytest.approx(atlas_utilisation(res.uv, res.faces, 256))

@@ -31,6 +31,14 @@ CHILD_SCRIPT = Path(__file__).with_name("xatlas_child.py")
 #: analytic meshes pack best with xatlas' own weights and small charts (61-67 %, the first).
 #: Uncapped charts with xatlas' default weights grow long and pack badly.
 CHART_SETTINGS = ((0.01, float("nan"), float("nan")), (0.04, 0.2, 0.5), (0.25, 0.2, 0.5), (0.1, 0.3, 0.3))
+#: The first ``FIRST_SETTINGS`` of :data:`CHART_SETTINGS` are always tried; the rest only when
+#: their best atlas fills less than ``UTILISATION_TARGET`` of the texels. The large, round charts
+#: of the last two pack slowly under brute force (2-4.6x the unwrap time of the first two) and
+#: gain nothing on meshes the first two already pack well (0-1.3 points on a torus and on
+#: marching-tets chairs and tables, benchmarks/RESULTS.md); on the demo's learned meshes, where
+#: the first two give 56-60 %, they gain 4-11 points.
+FIRST_SETTINGS = 2
+UTILISATION_TARGET = 0.60
 #: xatlas' exhaustive packing search: +4-10 points of utilisation, but its time grows with the
 #: resolution (1 s at 1024 px, 5 s for a 20k-face torus), so it is used up to this size only.
 BRUTE_FORCE_MAX_RESOLUTION = 1024
@@ -56,6 +64,8 @@ class UVResult:
         source_faces: ``[F',3]`` int64 into ``source_verts``, same face order as ``faces``.
         method: ``"xatlas"``, ``"xatlas-decimated"`` or ``"per-triangle"``.
         attempts: one line per failed attempt (why it fell back), empty when xatlas just worked.
+        utilisation: share of the ``texture_size`` atlas' texels its triangles cover
+            (:func:`atlas_utilisation`).
     """
 
     verts: np.ndarray
@@ -66,6 +76,7 @@ class UVResult:
     source_faces: np.ndarray
     method: str
     attempts: list[str] = field(default_factory=list)
+    utilisation: float = float("nan")
 
 
 def child_command(job: Path, result: Path) -> list[str]:
@@ -129,19 +140,12 @@ def texels_per_unit(verts: np.ndarray, faces: np.ndarray, uv: np.ndarray, resolu
     return float(resolution * math.sqrt(uv_area / max(surface_area(verts, faces), 1e-30)))
 
 
-def xatlas_in_child(
-    verts: np.ndarray, faces: np.ndarray, timeout_s: float, resolution: int, padding: int,
-    chart_settings: tuple[tuple[float, float, float], ...] = CHART_SETTINGS,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Run xatlas in a child process; return ``(vmapping int64, faces int64, uv float32)``.
-
-    Each of ``chart_settings`` (see :data:`CHART_SETTINGS`; a fraction 0: no cap on chart area)
-    is tried and the atlas covering the most texels kept; packing is brute force up to
-    :data:`BRUTE_FORCE_MAX_RESOLUTION`.
+def _child_atlases(verts: np.ndarray, faces: np.ndarray, timeout_s: float, resolution: int, padding: int,
+                   chart_settings: tuple[tuple[float, float, float], ...]) -> list[tuple[np.ndarray, ...]]:
+    """One xatlas child run over ``chart_settings``: its candidate ``(vmapping, faces, uv)`` atlases.
 
     Raises:
-        RuntimeError: the child crashed, was killed, timed out or returned malformed output
-            (the message says which).
+        RuntimeError: the child crashed, was killed, timed out or wrote no readable result.
     """
     area = surface_area(verts, faces)
     with tempfile.TemporaryDirectory(prefix="a3d-xatlas-") as tmp:
@@ -160,26 +164,56 @@ def xatlas_in_child(
             raise RuntimeError(f"xatlas child exited with code {proc.returncode} {tail[0][:200]}".strip())
         try:
             with np.load(result) as r:
-                candidates = [(r[f"vmapping_{i}"].astype(np.int64), r[f"faces_{i}"].astype(np.int64),
-                               r[f"uv_{i}"].astype(np.float32)) for i in range(int(r["count"]))]
+                return [(r[f"vmapping_{i}"].astype(np.int64), r[f"faces_{i}"].astype(np.int64),
+                         r[f"uv_{i}"].astype(np.float32)) for i in range(int(r["count"]))]
         except (OSError, KeyError, ValueError) as exc:
             raise RuntimeError(f"xatlas child wrote no readable result ({exc})") from None
+
+
+def xatlas_in_child(
+    verts: np.ndarray, faces: np.ndarray, timeout_s: float, resolution: int, padding: int,
+    chart_settings: tuple[tuple[float, float, float], ...] = CHART_SETTINGS,
+    first: int = FIRST_SETTINGS, target: float = UTILISATION_TARGET,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Run xatlas in a child process; return ``(vmapping int64, faces int64, uv float32,
+    utilisation)`` of the atlas covering the most texels (:func:`atlas_utilisation`).
+
+    The first ``first`` of ``chart_settings`` (see :data:`CHART_SETTINGS`; a fraction 0: no cap on
+    chart area) are tried in one child; the rest, in a second child, only when the best so far
+    fills less than ``target`` of the texels (``target`` 1.0: always). Packing is brute force up
+    to :data:`BRUTE_FORCE_MAX_RESOLUTION`. ``timeout_s`` applies to each child.
+
+    Raises:
+        RuntimeError: the first child crashed, was killed, timed out or returned malformed output
+            (the message says which), or no candidate atlas was valid. A failed second child only
+            leaves the first child's atlas.
+    """
     best: tuple[float, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
     problem = "xatlas returned no atlas"
-    for vm, fo, uv in candidates:
+    batches = [chart_settings[:first], chart_settings[first:]]
+    for n, batch in enumerate(b for b in batches if b):
+        if n and best is not None and best[0] >= target:
+            break
         try:
-            _check_result(vm, fo, uv, verts.shape[0], faces.shape[0])
-        except ValueError as exc:
-            problem = str(exc)
-            continue
-        uv = np.clip(uv, 0.0, 1.0)
-        # The texels the bake fills, by the bake's own rasteriser (xatlas' figure is not that).
-        used = atlas_utilisation(uv, fo, resolution)
-        if best is None or used > best[0]:
-            best = (used, (vm, fo, uv))
+            candidates = _child_atlases(verts, faces, timeout_s, resolution, padding, batch)
+        except RuntimeError:
+            if best is None:
+                raise
+            break  # the extra settings are a refinement: keep the atlas we have
+        for vm, fo, uv in candidates:
+            try:
+                _check_result(vm, fo, uv, verts.shape[0], faces.shape[0])
+            except ValueError as exc:
+                problem = str(exc)
+                continue
+            uv = np.clip(uv, 0.0, 1.0)
+            # The texels the bake fills, by the bake's own rasteriser (xatlas' figure is not that).
+            used = atlas_utilisation(uv, fo, resolution)
+            if best is None or used > best[0]:
+                best = (used, (vm, fo, uv))
     if best is None:
         raise RuntimeError(problem)
-    return best[1]
+    return (*best[1], best[0])
 
 
 def per_triangle_atlas(faces: np.ndarray, resolution: int, padding: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -213,6 +247,7 @@ def unwrap(
     padding: int | None = None,
     retry_faces: int = 50_000,
     chart_settings: tuple[tuple[float, float, float], ...] = CHART_SETTINGS,
+    target: float = UTILISATION_TARGET,
 ) -> UVResult:
     """UV-unwrap a (cleaned) world-frame mesh; never crashes the calling process.
 
@@ -227,24 +262,27 @@ def unwrap(
         padding: gutter between charts in texels; default :func:`default_padding`.
         retry_faces: face budget of the decimated retry.
         chart_settings: the chart settings tried (the best-packed atlas is kept; see CHART_SETTINGS).
+        target: utilisation at which the settings after the first ``FIRST_SETTINGS`` are skipped
+            (1.0: try them all).
     """
     v, f = validate_mesh(verts, faces)
     v = v.astype(np.float32)
     padding = default_padding(texture_size) if padding is None else padding
     attempts: list[str] = []
     try:
-        vm, fo, uv = xatlas_in_child(v, f, timeout_s, texture_size, padding, chart_settings)
-        return UVResult(v[vm], fo, uv, vm, v, f, "xatlas", attempts)
+        vm, fo, uv, used = xatlas_in_child(v, f, timeout_s, texture_size, padding, chart_settings, target=target)
+        return UVResult(v[vm], fo, uv, vm, v, f, "xatlas", attempts, used)
     except RuntimeError as exc:
         attempts.append(f"xatlas: {exc}")
-    target = min(retry_faces, f.shape[0] // 2)
-    if target >= 4:
+    n_faces = min(retry_faces, f.shape[0] // 2)
+    if n_faces >= 4:
         # A coarser mesh avoids most xatlas crashes and is far faster to chart and pack.
-        dv, df = decimate(v, f, target)
+        dv, df = decimate(v, f, n_faces)
         try:
-            vm, fo, uv = xatlas_in_child(dv, df, timeout_s, texture_size, padding, chart_settings)
-            return UVResult(dv[vm], fo, uv, vm, dv, df, "xatlas-decimated", attempts)
+            vm, fo, uv, used = xatlas_in_child(dv, df, timeout_s, texture_size, padding, chart_settings,
+                                               target=target)
+            return UVResult(dv[vm], fo, uv, vm, dv, df, "xatlas-decimated", attempts, used)
         except RuntimeError as exc:
             attempts.append(f"xatlas-decimated: {exc}")
     vm, fo, uv = per_triangle_atlas(f, texture_size, padding)
-    return UVResult(v[vm], fo, uv, vm, v, f, "per-triangle", attempts)
+    return UVResult(v[vm], fo, uv, vm, v, f, "per-triangle", attempts, atlas_utilisation(uv, fo, texture_size))
