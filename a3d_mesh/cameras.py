@@ -23,6 +23,13 @@ class CameraConfig:
     azimuth_range: tuple[float, float] = (-180.0, 180.0)
     fov_range: tuple[float, float] = (40.0, 70.0)
     distance_range: tuple[float, float] = (2.2, 3.0)
+    # True: ``distance_range`` is in units of ``1 / tan(fov / 2)``, so a view's distance is
+    # ``r / tan(fov / 2)`` and an object at the origin fills the same share of the frame at every
+    # fov (its apparent size depends on ``r`` alone). MVDream conditions on the camera's direction
+    # only, never its distance or fov, and threestudio draws its cameras this way
+    # (``relative_radius``). Off in every preset: on the toy prior a fixed apparent size left the
+    # chair's 1.35x overgrowth as it was (benchmarks/RESULTS.md, 2026-12-06).
+    relative_distance: bool = False
     views_per_step: int = 4
     # Views of one step are spread evenly around the object (a random start), as in MVDream-style groups.
     spread_views: bool = True
@@ -124,7 +131,12 @@ def sample_cameras(cfg: CameraConfig, generator: torch.Generator, n: int | None 
         az = _uniform(cfg.azimuth_range, n, generator)
     dist = _uniform(cfg.distance_range, n, generator)
     fov = _uniform(cfg.fov_range, n, generator)
-    return make_cameras(el, az, dist, fov, cfg.near, cfg.far)
+    return make_cameras(el, az, _distance(cfg, dist, fov), fov, cfg.near, cfg.far)
+
+
+def _distance(cfg: CameraConfig, drawn: torch.Tensor, fov_deg: torch.Tensor) -> torch.Tensor:
+    """Camera distances [B] from values ``drawn`` [B] from ``distance_range`` (see ``relative_distance``)."""
+    return drawn / torch.tan(torch.deg2rad(fov_deg) / 2) if cfg.relative_distance else drawn
 
 
 def _sample_groups(cfg: CameraConfig, generator: torch.Generator, n: int) -> Cameras:
@@ -140,7 +152,7 @@ def _sample_groups(cfg: CameraConfig, generator: torch.Generator, n: int) -> Cam
     az = (az + 180.0) % 360.0 - 180.0
     dist = _uniform(cfg.distance_range, groups, generator).repeat_interleave(size)
     fov = _uniform(cfg.fov_range, groups, generator).repeat_interleave(size)
-    return make_cameras(el, az, dist, fov, cfg.near, cfg.far)
+    return make_cameras(el, az, _distance(cfg, dist, fov), fov, cfg.near, cfg.far)
 
 
 def orbit_cameras(cfg: CameraConfig, n: int, elevation: float | None = None, start_azimuth: float = 0.0) -> Cameras:

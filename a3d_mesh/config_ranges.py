@@ -80,6 +80,18 @@ def _ordered(lo: float, hi: float) -> tuple[Callable[[Any], bool], str]:
             f"[low, high] with low <= high, within ({lo:g}, {hi:g})")
 
 
+def _relative_distances(cam: Any) -> tuple[Callable[[Any], bool], str]:
+    """``distance_range`` in units of ``1 / tan(fov / 2)``: every distance it gives with
+    ``fov_range``, ``r / tan(fov / 2)``, inside (near, far)."""
+    def ok(v: Any) -> bool:
+        fov = cam.fov_range
+        if not (all(_num(x) for x in (*v, *fov, cam.near, cam.far)) and 0 < v[0] <= v[1] and 0 < fov[0] <= fov[1] < 180):
+            return False
+        lo, hi = v[0] / math.tan(math.radians(fov[1]) / 2), v[1] / math.tan(math.radians(fov[0]) / 2)
+        return cam.near < lo and hi < cam.far
+    return ok, "[low, high] with 0 < low <= high, giving distances low / tan(fov / 2) within (camera.near, camera.far)"
+
+
 def _ramp01() -> tuple[Callable[[Any], bool], str]:
     return (lambda r: all(_num(x) and 0.0 <= x <= 1.0 for x in (r.start, r.end))), "a schedule of values in [0, 1]"
 
@@ -98,7 +110,9 @@ def _checks(cfg: Any) -> list[tuple[str, Callable[[Any], bool], str]]:
         ("camera.fov_range", *_ordered(0, 180)),
         ("camera.near", *_above(0)),
         ("camera.far", *_above(cam.near if _num(cam.near) else 0)),
-        ("camera.distance_range", *_ordered(cam.near, cam.far)),
+        ("camera.distance_range", *(_relative_distances(cam) if cam.relative_distance is True
+                                     else _ordered(cam.near, cam.far))),
+        ("camera.relative_distance", (lambda v: isinstance(v, bool)), "true or false"),
         ("camera.views_per_step", *_ints(1, 64)),  # spread views are 360 / n degrees apart
         ("camera.view_group", (lambda v: isinstance(v, int) and 0 <= v <= 64 and (
             v == 0 or (isinstance(cam.views_per_step, int) and cam.views_per_step % v == 0))),

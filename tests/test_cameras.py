@@ -1,5 +1,6 @@
 """Camera conventions: projection of known points, rays through pixel centres, sampling."""
 
+import pytest
 import torch
 
 from a3d_mesh.cameras import CameraConfig, make_cameras, orbit_cameras, pixel_rays, sample_cameras
@@ -37,6 +38,23 @@ def test_sampling_is_reproducible_and_in_range() -> None:
     gaps = torch.diff(torch.sort(a.azimuth % 360).values)
     assert torch.allclose(gaps, torch.full_like(gaps, 90.0), atol=1e-3)  # spread evenly around
     assert len(orbit_cameras(cfg, 6)) == 6
+
+
+@pytest.mark.parametrize("view_group", [0, 4])
+def test_relative_distance_keeps_the_apparent_size_at_every_fov(view_group: int) -> None:
+    """With ``relative_distance`` a point 1 unit above the origin, seen level, projects to NDC
+    height 1 / r whatever the fov (r drawn from ``distance_range``); with absolute distances its
+    height changes with the fov."""
+    def heights(relative: bool) -> torch.Tensor:
+        cfg = CameraConfig(elevation_range=(0.0, 0.0), fov_range=(20.0, 70.0), distance_range=(1.25, 1.25),
+                           relative_distance=relative, views_per_step=8, view_group=view_group)
+        cams = sample_cameras(cfg, torch.Generator().manual_seed(1))
+        clip = cams.mvp @ torch.tensor([0.0, 1.0, 0.0, 1.0])
+        return clip[:, 1] / clip[:, 3]
+
+    assert torch.allclose(heights(True), torch.full((8,), 1 / 1.25), atol=1e-5)
+    absolute = heights(False)
+    assert float(absolute.max() - absolute.min()) > 0.1
 
 
 def test_code_sampling_frequencies() -> None:

@@ -225,3 +225,18 @@ def test_a_run_saved_before_grounding_keeps_the_set_ground(tmp_path) -> None:
     del data["export"]["ground"]
     (tmp_path / "old.yaml").write_text(yaml.safe_dump(data))
     assert load_run_config(tmp_path / "old.yaml").export.ground == "set"
+
+
+def test_relative_distances_are_checked_as_the_distances_they_give() -> None:
+    """With ``camera.relative_distance`` the range is in units of 1 / tan(fov / 2): r = 0.01 at a
+    40-70 deg fov is a camera 0.014 from the origin, inside camera.near (0.1)."""
+    cfg = load_config("tiny", ["camera.relative_distance=true", "camera.fov_range=[40, 70]",
+                               "camera.distance_range=[1.0, 1.4]"])
+    assert cfg.camera.relative_distance is True and cfg.camera.distance_range == (1.0, 1.4)
+    with pytest.raises(ConfigError) as e:
+        load_config("tiny", ["camera.relative_distance=true", "camera.fov_range=[40, 70]",
+                             "camera.distance_range=[0.01, 1]"])
+    assert str(e.value) == ("config key camera.distance_range must be [low, high] with 0 < low <= high, giving "
+                            "distances low / tan(fov / 2) within (camera.near, camera.far), got [0.01, 1.0]")
+    with pytest.raises(ConfigError, match="camera.relative_distance"):
+        load_config("tiny", ["camera.relative_distance=3"])
