@@ -227,18 +227,23 @@ def test_unwrap_covers_most_texels_of_a_marching_tets_mesh() -> None:
     assert atlas_utilisation(res.uv, res.faces, 1024) >= 0.6
 
 
+def cell_atlas(n: int) -> np.ndarray:
+    """``[3n, 2]`` UVs: every face in its own cell of a grid over the whole square."""
+    grid = int(np.ceil(np.sqrt(n)))
+    corner = np.stack([np.arange(n) % grid, np.arange(n) // grid], 1) / grid
+    tri = np.array([[0.05, 0.05], [0.9, 0.05], [0.05, 0.9]]) / grid
+    return (corner[:, None, :] + tri[None]).reshape(-1, 2).astype(np.float32)
+
+
 def test_unwrap_keeps_the_candidate_atlas_the_bake_fills_most(monkeypatch) -> None:
     """The child returns one atlas per chart setting; the parent keeps the one covering the most
     texels by the bake's rasteriser, and skips a malformed one instead of failing the asset."""
     v, f = sphere(1)
     n = f.shape[0]
-    grid = int(np.ceil(np.sqrt(n)))
     # Candidate 0: every face in its own cell of a grid over the whole square (large);
     # candidate 1: the same layout shrunk into a corner (a quarter of the side: 1/16 of the texels);
     # candidate 2: out-of-range indices.
-    corner = np.stack([np.arange(n) % grid, np.arange(n) // grid], 1) / grid
-    tri = np.array([[0.05, 0.05], [0.9, 0.05], [0.05, 0.9]]) / grid
-    uv_big = (corner[:, None, :] + tri[None]).reshape(-1, 2).astype(np.float32)
+    uv_big = cell_atlas(n)
     vm = f.reshape(-1).astype(np.uint32)
     faces = np.arange(3 * n, dtype=np.uint32).reshape(n, 3)
     code = (
@@ -283,10 +288,7 @@ def test_extra_chart_settings_run_only_below_the_target(monkeypatch, target: flo
                                                         calls_expected: int, big: bool) -> None:
     v, f = sphere(1)
     n = f.shape[0]
-    grid = int(np.ceil(np.sqrt(n)))
-    corner = np.stack([np.arange(n) % grid, np.arange(n) // grid], 1) / grid
-    tri = np.array([[0.05, 0.05], [0.9, 0.05], [0.05, 0.9]]) / grid
-    uv_big = (corner[:, None, :] + tri[None]).reshape(-1, 2).astype(np.float32)
+    uv_big = cell_atlas(n)
     uv_small = uv_big * 0.5
     code = _fake_child(uv_small, uv_big, f.reshape(-1).astype(np.uint32), n, fail_second)
     calls: list[int] = []
